@@ -1,0 +1,126 @@
+"""Builds a dataset reader from ``config.dataset``.
+
+``config.dataset.name`` picks the reader and ``config.dataset.root`` the
+folder it reads; each name has its own sub-config of file names relative to
+that root, defaulting to the dataset's standard layout:
+
+* ``synthetic``: the built-in procedural people; no files.
+* ``coco``: ``annotations/person_keypoints_{train,val}2017.json`` and
+  ``{train,val}2017/`` (a folder written by ``python -m hpe_jax.data.synthetic``
+  reads with ``train_annotations=annotations.json, train_images=images``).
+* ``lsp``: ``root`` holds ``lsp/`` and, for extra training images, ``lspet/``
+  (like ``../shared/data``); train = LSP im0001-1000 (+ LSPET), eval = LSP
+  im1001-2000.
+* ``mpii``: mmpose's list-JSON layout, ``annotations/mpii_{train,val}.json``
+  and ``images/``.
+* ``pascal_part``: the PASCAL-Part ``.mat`` layout.
+* ``cihp``: ``images/``, ``labels/`` and ``list/{train,val}_id.txt``.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ml_collections
+
+from hpe_jax.data import coco
+from hpe_jax.data import concat
+from hpe_jax.data import example as example_lib
+from hpe_jax.data import lsp
+from hpe_jax.data import mpii
+from hpe_jax.data import part_masks
+from hpe_jax.data import skeletons
+from hpe_jax.data import synthetic
+
+SPLITS = ('train', 'eval')
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Dataset defaults; recipes override them under ``config.dataset``."""
+  return ml_collections.ConfigDict(dict(
+      name='synthetic',
+      root='',
+      synthetic=dict(
+          num_train=2000, num_eval=200, image_size=(256, 256),
+          max_people=3, seed=0),
+      coco=dict(
+          train_annotations='annotations/person_keypoints_train2017.json',
+          train_images='train2017',
+          eval_annotations='annotations/person_keypoints_val2017.json',
+          eval_images='val2017',
+          parts_dir='',  # optional part-map PNGs, relative to root
+          min_keypoints=0,  # the reader drops people with fewer
+      ),
+      lsp=dict(use_lspet=True),
+      mpii=dict(
+          train_annotations='annotations/mpii_train.json',
+          eval_annotations='annotations/mpii_val.json',
+          images='images',
+          headboxes='',  # official head boxes (.mat) for the eval split
+      ),
+      cihp=dict(train_list='list/train_id.txt', eval_list='list/val_id.txt'),
+  ))
+
+
+def _path(root: str, relative: str) -> str:
+  return os.path.join(root, relative) if relative else ''
+
+
+def build(cfg: ml_collections.ConfigDict,
+          split: str) -> example_lib.ImageDataset:
+  """The reader of `split` ('train' or 'eval') of ``config.dataset``."""
+  if split not in SPLITS:
+    raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+  name, root = cfg.name, cfg.root
+  if name != 'synthetic' and not os.path.isdir(root):
+    raise example_lib.DatasetError(
+        f'dataset {name!r}: root folder {root!r} does not exist '
+        '(set --config.dataset.root)')
+  train = split == 'train'
+
+  if name == 'synthetic':
+    s = cfg.synthetic
+    return synthetic.SyntheticPeople(
+        s.num_train if train else s.num_eval,
+        # Disjoint seeds keep evaluation images out of training.
+        seed=2 * s.seed + (0 if train else 1),
+        image_size=tuple(s.image_size), max_people=s.max_people)
+
+  if name == 'coco':
+    c = cfg.coco
+    return coco.CocoKeypoints(
+        _path(root, c.train_annotations if train else c.eval_annotations),
+        _path(root, c.train_images if train else c.eval_images),
+        parts_dir=_path(root, c.parts_dir) or None,
+        min_keypoints=c.min_keypoints)
+
+  if name == 'lsp':
+    main = lsp.LeedsSportsPose(os.path.join(root, 'lsp'),
+                               split='train' if train else 'test',
+                               variant='lsp')
+    if not (train and cfg.lsp.use_lspet):
+      return main
+    extra = lsp.LeedsSportsPose(os.path.join(root, 'lspet'), split='train',
+                                variant='lspet')
+    return concat.ConcatDataset([main, extra])
+
+  if name == 'mpii':
+    m = cfg.mpii
+    return mpii.Mpii(
+        _path(root, m.train_annotations if train else m.eval_annotations),
+        _path(root, m.images),
+        headboxes_file=None if train else (_path(root, m.headboxes) or None))
+
+  if name == 'pascal_part':
+    return part_masks.PascalPart(root)
+
+  if name == 'cihp':
+    return part_masks.PartMapFolder(
+        os.path.join(root, 'images'), os.path.join(root, 'labels'),
+        skeletons.CIHP20,
+        list_file=_path(root, cfg.cihp.train_list if train else
+                        cfg.cihp.eval_list),
+        name='cihp')
+
+  raise ValueError(f'Unknown dataset {name!r}; known: synthetic, coco, lsp, '
+                   'mpii, pascal_part, cihp')

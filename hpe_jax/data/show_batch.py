@@ -1,0 +1,85 @@
+"""Draws a batch exactly as it reaches the model into a PNG.
+
+  python -m hpe_jax.data.show_batch --config=configs/X.py[:arg] \
+      --output=batch.png [--split=train] [--num_examples=16]
+
+Each example is a row of panels: the input with its keypoints and skeleton
+(hollow circles: hidden joints), the heatmap targets rendered by the same
+jitted code the training step uses, the person mask, and the part map. Use it
+to check augmentation after changing the input config.
+"""
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+from hpe_jax import visualization
+from hpe_jax.data import datasets
+from hpe_jax.data import pipeline
+from hpe_jax.ops import heatmaps as heatmaps_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    'config', None, 'Config file with dataset and input sections.',
+    lock_config=True)
+_OUTPUT = flags.DEFINE_string('output', 'batch.png', 'PNG to write.')
+_SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'eval'],
+                           'train: augmented batches; eval: plain crops.')
+_NUM = flags.DEFINE_integer('num_examples', 8, 'Examples to draw.')
+_SIGMA = flags.DEFINE_float('sigma', 2.0, 'Heatmap sigma in output pixels.')
+
+
+def to_input_coords(xy: np.ndarray, stride: int) -> np.ndarray:
+  """Output-grid coordinates to input pixels (centre-aligned grids)."""
+  return (xy + 0.5) * stride - 0.5
+
+
+def draw_batch(batch, dataset, cfg, sigma: float, num: int) -> np.ndarray:
+  """The preview image of the first `num` examples of a batch."""
+  stride = cfg.output_stride
+  out_size = batch['mask'].shape[1:3]
+  kp = batch['keypoints']
+  heat, _ = jax.jit(heatmaps_lib.heatmap_targets, static_argnums=(2, 3))(
+      kp[..., :2], kp[..., 2], tuple(out_size), sigma)
+  heat = np.asarray(heat)
+  panels = []
+  for i in range(min(num, len(batch['image']))):
+    image = batch['image'][i]
+    people = kp[i].reshape(-1, kp.shape[-2], 3)
+    shown = np.concatenate(
+        [to_input_coords(people[..., :2], stride), people[..., 2:]], -1)
+    first = image
+    if dataset.skeleton is not None:
+      first = visualization.draw_skeleton(image, shown, dataset.skeleton)
+    first = visualization.put_text(
+        first, f'id {batch["image_id"][i]}' +
+        ('' if batch['valid'][i] else ' (invalid)'))
+    # Full-image batches hold [N, h, w, K] heatmaps: one per person slot.
+    heat_i = heat[i].max(0) if heat.ndim == 5 else heat[i]
+    panels += [first, visualization.overlay_heatmaps(image, heat_i),
+               visualization.overlay_labels(image, batch['mask'][i]),
+               visualization.overlay_labels(image, batch['part_map'][i])]
+  return visualization.grid(panels, columns=4)
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  dataset = datasets.build(config.dataset, _SPLIT.value)
+  if _SPLIT.value == 'train':
+    ds = pipeline.train_dataset(dataset, config.input, seed=config.seed,
+                                batch_size=_NUM.value)
+  else:
+    ds, _ = pipeline.eval_dataset(dataset, config.input,
+                                  batch_size=_NUM.value)
+  batch = next(iter(ds))
+  image = draw_batch(batch, dataset, config.input, _SIGMA.value, _NUM.value)
+  visualization.save_png(_OUTPUT.value, image)
+  print(f'wrote {_OUTPUT.value}: {len(batch["image"])} examples of '
+        f'{dataset.name} ({config.input.mode}, {_SPLIT.value})')
+
+
+if __name__ == '__main__':
+  flags.mark_flags_as_required(['config'])
+  app.run(main)

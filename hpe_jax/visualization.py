@@ -1,0 +1,117 @@
+"""Drawing skeletons, masks, part maps and heatmaps over images (uint8 RGB).
+
+Used by the batch preview, the predict command and TensorBoard images. Left
+limbs are drawn in blue, right limbs in orange and centre limbs in green;
+joints labelled as hidden (visibility 1) are drawn as hollow circles.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from hpe_jax.data import skeletons
+
+_SIDE_COLORS = {-1: (60, 120, 255), 0: (60, 220, 60), 1: (255, 140, 30)}
+
+
+def label_palette(num: int = 256) -> np.ndarray:
+  """[num, 3] uint8 distinct colours; 0 black, 255 grey (unknown)."""
+  # Golden-ratio hue steps keep neighbouring labels far apart in colour.
+  hues = (np.arange(num) * 0.618034 % 1.0 * 180).astype(np.uint8)
+  hsv = np.stack([hues, np.full(num, 200, np.uint8),
+                  np.full(num, 255, np.uint8)], -1)[None]
+  rgb = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0]
+  rgb[0] = 0
+  if num > 255:
+    rgb[255] = 128
+  return rgb
+
+
+def _resize_nearest(labels: np.ndarray, shape) -> np.ndarray:
+  return cv2.resize(labels, (shape[1], shape[0]),
+                    interpolation=cv2.INTER_NEAREST)
+
+
+def overlay_labels(image: np.ndarray, labels: np.ndarray,
+                   alpha: float = 0.5) -> np.ndarray:
+  """Blends colour-coded labels (any resolution) over the image."""
+  labels = _resize_nearest(labels.astype(np.uint8), image.shape)
+  colors = label_palette()[labels]
+  blend = np.where(labels[..., None] > 0,
+                   (1 - alpha) * image + alpha * colors, image)
+  return blend.astype(np.uint8)
+
+
+def overlay_heatmaps(image: np.ndarray, heatmaps: np.ndarray,
+                     alpha: float = 0.6) -> np.ndarray:
+  """Blends the per-pixel maximum of [h, w, K] heatmaps over the image."""
+  peak = np.clip(np.asarray(heatmaps, np.float32).max(-1), 0, 1)
+  peak = cv2.resize(peak, (image.shape[1], image.shape[0]),
+                    interpolation=cv2.INTER_LINEAR)
+  colors = cv2.applyColorMap((peak * 255).astype(np.uint8), cv2.COLORMAP_JET)
+  colors = cv2.cvtColor(colors, cv2.COLOR_BGR2RGB)
+  weight = alpha * peak[..., None]
+  return ((1 - weight) * image + weight * colors).astype(np.uint8)
+
+
+def draw_skeleton(image: np.ndarray, keypoints: np.ndarray,
+                  skeleton: skeletons.Skeleton, threshold: float = 0.0,
+                  person_colors=None, radius: int | None = None,
+                  thickness: int | None = None) -> np.ndarray:
+  """Draws people [P, K, 3] or one person [K, 3] (x, y, visibility/score).
+
+  Joints whose third value is <= `threshold` are not drawn. With
+  `person_colors` ([P, 3]) every person gets its own colour instead of the
+  left/right colouring.
+  """
+  out = np.ascontiguousarray(image.copy())
+  kp = np.asarray(keypoints, np.float32).reshape(-1, skeleton.num_joints, 3)
+  scale = max(out.shape[:2]) / 256
+  radius = radius or max(1, round(2.5 * scale))
+  thickness = thickness or max(1, round(1.5 * scale))
+  for p, person in enumerate(kp):
+    shown = person[:, 2] > threshold
+    # cv2 draws with 4 fractional bits: sub-pixel accurate positions.
+    pts = [tuple(xy) for xy in np.round(person[:, :2] * 16).astype(int)]
+
+    def color(joint, p=p):
+      if person_colors is not None:
+        return tuple(map(int, person_colors[p]))
+      return _SIDE_COLORS[int(skeleton.side[joint])]
+
+    for a, b in skeleton.limb_indices:
+      if shown[a] and shown[b]:
+        cv2.line(out, pts[a], pts[b], color(a if skeleton.side[a] else b),
+                 thickness, cv2.LINE_AA, shift=4)
+    for j in np.flatnonzero(shown):
+      hidden = person[j, 2] == 1
+      cv2.circle(out, pts[j], radius * 16, color(j), 1 if hidden else -1,
+                 cv2.LINE_AA, shift=4)
+  return out
+
+
+def put_text(image: np.ndarray, text: str) -> np.ndarray:
+  out = np.ascontiguousarray(image.copy())
+  cv2.putText(out, text, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
+              (255, 255, 255), 1, cv2.LINE_AA)
+  return out
+
+
+def grid(images, columns: int, pad: int = 2) -> np.ndarray:
+  """Tiles equally sized images into rows of `columns`."""
+  images = list(images)
+  h, w = images[0].shape[:2]
+  rows = -(-len(images) // columns)
+  out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255,
+                np.uint8)
+  for i, im in enumerate(images):
+    r, c = divmod(i, columns)
+    y, x = pad + r * (h + pad), pad + c * (w + pad)
+    out[y:y + h, x:x + w] = im
+  return out
+
+
+def save_png(path: str, image: np.ndarray) -> None:
+  if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
+    raise OSError(f'could not write {path}')

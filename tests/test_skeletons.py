@@ -1,0 +1,117 @@
+"""Skeleton definitions and conversions between them."""
+
+import json
+
+import numpy as np
+import pytest
+from pycocotools import cocoeval
+
+from hpe_jax.data import skeleton_conversion
+from hpe_jax.data import skeletons
+
+
+@pytest.mark.parametrize('skeleton', list(skeletons.SKELETONS.values()),
+                         ids=lambda s: s.name)
+def test_flip_permutation_mirrors_names(skeleton):
+  perm = skeleton.flip_permutation
+  np.testing.assert_array_equal(perm[perm], np.arange(skeleton.num_joints))
+  for i, j in enumerate(perm):
+    a, b = skeleton.joint_names[i], skeleton.joint_names[j]
+    assert a.replace('left_', 'right_') == b or a.replace('right_',
+                                                          'left_') == b
+
+
+def test_coco_sigmas_and_skeleton_match_the_official_ones(shared_data):
+  official = cocoeval.Params(iouType='keypoints').kpt_oks_sigmas
+  np.testing.assert_allclose(skeletons.COCO17.oks_sigmas, official)
+  with open(shared_data / 'fixtures' / 'coco' / 'test_coco.json') as f:
+    category = json.load(f)['categories'][0]
+  assert tuple(category['keypoints']) == skeletons.COCO17.joint_names
+  ours = {tuple(sorted(p)) for p in skeletons.COCO17.limb_indices + 1}
+  assert ours == {tuple(sorted(p)) for p in category['skeleton']}
+
+
+def test_lsp_order_is_the_datasets(shared_data):
+  readme = ' '.join((shared_data / 'README.md').read_text().split())
+  assert ('right ankle, right knee, right hip, left hip, left knee, left '
+          'ankle, right wrist, right elbow, right shoulder, left shoulder, '
+          'left elbow, left wrist, neck, head top') in readme
+  assert skeletons.LSP14.joint_names[-2:] == ('neck', 'head_top')
+
+
+def test_part_schema_flip_lut_swaps_sides():
+  lut = skeletons.CIHP20.flip_lut
+  names = skeletons.CIHP20.label_names
+  assert names[lut[names.index('left_arm')]] == 'right_arm'
+  assert lut[names.index('face')] == names.index('face')
+  assert lut[255] == 255
+  np.testing.assert_array_equal(skeletons.BODY_PARTS6.flip_lut[:7],
+                                np.arange(7))
+
+
+def _coco_person(**joints):
+  kp = np.zeros((17, 3), np.float32)
+  for name, xyv in joints.items():
+    kp[skeletons.COCO17.index(name)] = xyv
+  return kp
+
+
+def test_coco_to_lsp_head_top_from_neck_and_face():
+  kp = _coco_person(nose=(50, 40, 2), left_eye=(54, 36, 2),
+                    right_eye=(46, 36, 1), left_shoulder=(70, 80, 2),
+                    right_shoulder=(30, 80, 2), left_hip=(62, 140, 2))
+  lsp = skeleton_conversion.convert_keypoints(kp, skeletons.COCO17,
+                                              skeletons.LSP14)
+  top = lsp[skeletons.LSP14.index('head_top')]
+  neck = lsp[skeletons.LSP14.index('neck')]
+  np.testing.assert_allclose(neck, (50, 80, 2))
+  face = np.array([(50 + 54 + 46) / 3, (40 + 36 + 36) / 3])
+  np.testing.assert_allclose(top[:2], face + 0.4 * (face - (50, 80)),
+                             rtol=1e-6)
+  assert top[2] == 1  # one face point was hidden
+  np.testing.assert_allclose(lsp[skeletons.LSP14.index('left_hip')],
+                             (62, 140, 2))
+  assert (lsp[skeletons.LSP14.index('right_hip')] == 0).all()
+
+
+def test_coco_to_lsp_head_top_without_shoulders_uses_nose_and_eyes():
+  kp = _coco_person(nose=(50, 40, 2), left_eye=(54, 36, 2),
+                    right_eye=(46, 36, 2))
+  lsp = skeleton_conversion.convert_keypoints(kp, skeletons.COCO17,
+                                              skeletons.LSP14)
+  np.testing.assert_allclose(lsp[skeletons.LSP14.index('head_top')],
+                             (50, 36 - 3 * 4, 2))
+  assert (lsp[skeletons.LSP14.index('neck')] == 0).all()
+
+
+def test_coco_to_lsp_head_top_unlabelled_without_enough_face():
+  kp = _coco_person(nose=(50, 40, 2), left_eye=(54, 36, 2))
+  lsp = skeleton_conversion.convert_keypoints(kp[None], skeletons.COCO17,
+                                              skeletons.LSP14)
+  assert (lsp[0, skeletons.LSP14.index('head_top')] == 0).all()
+
+
+def test_mpii_lsp_round_trip_and_body25_from_coco():
+  rng = np.random.default_rng(0)
+  mpii = np.concatenate([rng.uniform(0, 100, (4, 16, 2)),
+                         np.full((4, 16, 1), 2.0)], -1).astype(np.float32)
+  lsp = skeleton_conversion.convert_keypoints(mpii, skeletons.MPII16,
+                                              skeletons.LSP14)
+  back = skeleton_conversion.convert_keypoints(lsp, skeletons.LSP14,
+                                               skeletons.MPII16)
+  for name in skeletons.LSP14.joint_names:
+    src = 'upper_neck' if name == 'neck' else name
+    np.testing.assert_allclose(back[:, skeletons.MPII16.index(src)],
+                               mpii[:, skeletons.MPII16.index(src)])
+
+  coco = rng.uniform(0, 100, (17, 3)).astype(np.float32)
+  coco[:, 2] = 2
+  body = skeleton_conversion.convert_keypoints(coco, skeletons.COCO17,
+                                               skeletons.BODY25)
+  mid_hip = body[skeletons.BODY25.index('mid_hip')]
+  np.testing.assert_allclose(
+      mid_hip[:2], (coco[11, :2] + coco[12, :2]) / 2, rtol=1e-6)
+  assert (body[skeletons.BODY25.index('left_heel')] == 0).all()
+  with pytest.raises(ValueError, match='coco17'):
+    skeleton_conversion.convert_keypoints(coco[:5], skeletons.COCO17,
+                                          skeletons.LSP14)
