@@ -1,6 +1,7 @@
 """Affine geometry: box-to-grid mapping, rotation, flip, stride, cv2 warps."""
 
 import cv2
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -62,6 +63,16 @@ def test_compose_invert_round_trip_numpy_and_jax():
   np.testing.assert_allclose(affine.invert(batch)[0], affine.invert(ab))
   out = affine.apply(jnp.asarray(ab, jnp.float32), jnp.asarray(pts))
   np.testing.assert_allclose(out, affine.apply(ab, pts), rtol=1e-5)
+
+
+def test_invert_works_on_jax_arrays_under_jit():
+  rng = np.random.default_rng(5)
+  matrices = rng.normal(size=(3, 2, 3))
+  inverse = jax.jit(affine.invert)(jnp.asarray(matrices, jnp.float32))
+  assert isinstance(inverse, jax.Array)
+  for m, inv in zip(matrices, np.asarray(inverse, np.float64)):
+    np.testing.assert_allclose(affine.compose(inv, m),
+                               [[1, 0, 0], [0, 1, 0]], atol=1e-4)
 
 
 @pytest.mark.parametrize('rotation,flip', [(0, False), (30, False),

@@ -67,13 +67,17 @@ def compose(second: np.ndarray, first: np.ndarray) -> np.ndarray:
   return (a @ b)[:2]
 
 
-def invert(matrix: np.ndarray) -> np.ndarray:
-  """Inverse of a 2x3 affine matrix (works on [..., 2, 3] batches)."""
-  matrix = np.asarray(matrix, np.float64)
-  lin = matrix[..., :2]
-  inv = np.linalg.inv(lin)
-  t = -np.einsum('...ij,...j->...i', inv, matrix[..., 2])
-  return np.concatenate([inv, t[..., None]], -1)
+def invert(matrix):
+  """Inverse of [..., 2, 3] affine matrices; numpy in, numpy out, and jax
+  arrays (also under jit) in, jax arrays out."""
+  xp = matrix.__array_namespace__() if hasattr(
+      matrix, '__array_namespace__') else np
+  matrix = xp.asarray(matrix)
+  if matrix.dtype.kind in 'iu':
+    matrix = xp.astype(matrix, xp.float64)
+  inv = xp.linalg.inv(matrix[..., :2])
+  t = -(inv @ matrix[..., 2:])
+  return xp.concat([inv, t], axis=-1)
 
 
 def apply(matrix, points):
