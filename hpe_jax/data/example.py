@@ -31,10 +31,8 @@ counts it and logs it. A dataset *file* that is missing or malformed raises
 from __future__ import annotations
 
 import abc
-import os
 from typing import Any
 
-import cv2
 import numpy as np
 
 from hpe_jax.data import skeletons
@@ -56,32 +54,6 @@ class DamagedSampleError(Exception):
     super().__init__(f'{path}: {reason}')
     self.path = path
     self.reason = reason
-
-
-def read_image(path: str) -> np.ndarray:
-  """Decodes an image file to uint8 RGB [H, W, 3]."""
-  data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
-  if data is None:
-    raise DamagedSampleError(path, 'image file is missing')
-  image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-  if image is None:
-    raise DamagedSampleError(path, 'image cannot be decoded')
-  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_label_png(path: str) -> np.ndarray:
-  """Reads a single-channel uint8 label map [H, W]."""
-  data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
-  if data is None:
-    raise DamagedSampleError(path, 'label file is missing')
-  labels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-  if labels is None:
-    raise DamagedSampleError(path, 'label file cannot be decoded')
-  if labels.ndim != 2 or labels.dtype != np.uint8:
-    raise DamagedSampleError(
-        path, f'expected a single-channel 8-bit label map, got shape '
-        f'{labels.shape} dtype {labels.dtype}')
-  return labels
 
 
 def empty_people(num_joints: int) -> Example:

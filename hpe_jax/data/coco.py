@@ -1,0 +1,399 @@
+"""COCO person keypoints (and COCO-style files) through pycocotools.
+
+`CocoKeypoints` gives one example per image of the JSON, in image-id order,
+with the person annotations of that image in annotation-id order: 17 COCO
+keypoints, ``bbox`` as x1, y1, x2, y2, crowd regions flagged in ``is_crowd``
+and person masks decoded by pycocotools from polygons, uncompressed or
+compressed RLE. The same reader loads the synthetic-people exporter's
+folders (``annotations.json`` with RLE masks, ``images/``, ``parts/``).
+
+The validated dataset is also handed to a `pycocotools.coco.COCO` object
+(`CocoKeypoints.coco`) so evaluation scores against exactly the annotations
+the reader uses.
+
+`load_detections` reads a COCO detection results file for top-down
+inference from detected person boxes.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterable
+import contextlib
+import io
+import json
+import os
+from typing import Any
+
+from absl import logging
+import numpy as np
+from pycocotools import coco as pycocotools_coco
+
+from hpe_jax.data import example
+from hpe_jax.data import files
+from hpe_jax.data import part_masks
+from hpe_jax.data import skeletons
+
+PERSON_CATEGORY_ID = 1
+
+# Fields that mmpose-converted files (e.g. OCHuman) store as Python literals
+# in strings, such as 'bbox': '[250, 112, 475, 751]'.
+_LITERAL_FIELDS = {
+    'images': ('id', 'height', 'width'),
+    'annotations': ('id', 'image_id', 'category_id', 'iscrowd',
+                    'num_keypoints', 'area', 'bbox', 'keypoints',
+                    'segmentation'),
+}
+
+
+class _MalformedEntry(ValueError):
+  """One JSON entry is unusable; it is skipped and counted."""
+
+
+def _load_json(path: str) -> Any:
+  if not os.path.isfile(path):
+    raise example.DatasetError(f'{path}: file does not exist')
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise example.DatasetError(f'{path}: invalid JSON ({e})') from e
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numbers(value: Any, what: str, size: int | None = None) -> np.ndarray:
+  """`value` as a flat float64 array of finite numbers (of `size`)."""
+  if not isinstance(value, (list, tuple)) or not all(
+      isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+    raise _MalformedEntry(f'{what} is not a list of numbers')
+  array = np.asarray(value, np.float64)
+  if size is not None and array.shape != (size,):
+    raise _MalformedEntry(f'{what} has {len(array)} numbers, expected {size}')
+  if not np.isfinite(array).all():
+    raise _MalformedEntry(f'{what} has non-finite numbers')
+  return array
+
+
+def _normalise(entry: Any, fields: tuple[str, ...]) -> dict[str, Any]:
+  """A copy of `entry` with stringified literal `fields` parsed."""
+  if not isinstance(entry, dict):
+    raise _MalformedEntry(f'entry is a {type(entry).__name__}, not an object')
+  entry = dict(entry)
+  for field in fields:
+    if isinstance(entry.get(field), str):
+      try:
+        entry[field] = ast.literal_eval(entry[field])
+      except (ValueError, SyntaxError) as e:
+        raise _MalformedEntry(f'{field} {entry[field][:40]!r} is not a '
+                              'literal') from e
+  return entry
+
+
+def _check_image(image: dict[str, Any]) -> None:
+  if not _is_int(image.get('id')):
+    raise _MalformedEntry(f'id {image.get("id")!r} is not an integer')
+  if not isinstance(image.get('file_name'), str) or not image['file_name']:
+    raise _MalformedEntry('file_name is missing')
+  for key in ('height', 'width'):
+    if not _is_int(image.get(key)) or image[key] <= 0:
+      raise _MalformedEntry(f'{key} {image.get(key)!r} is not a positive '
+                            'integer')
+
+
+def _compressed_rle_runs(counts: str) -> np.ndarray:
+  """Run lengths of a compressed COCO RLE string (pycocotools' format).
+
+  Each run is a little-endian series of 5-bit groups stored as characters
+  from 48 on; bit 0x20 continues the series and bit 0x10 of the last group
+  is the sign. From the third run on, a run is stored as its difference to
+  the run two before.
+  """
+  runs = []
+  value = shift = 0
+  for char in counts:
+    code = ord(char) - 48
+    if not 0 <= code < 64:
+      raise _MalformedEntry(f'RLE counts contain {char!r}')
+    value |= (code & 0x1F) << shift
+    shift += 5
+    if code & 0x20:
+      continue
+    if code & 0x10:
+      value -= 1 << shift
+    if len(runs) > 2:
+      value += runs[-2]
+    runs.append(value)
+    value = shift = 0
+  if shift:
+    raise _MalformedEntry('RLE counts end inside a run')
+  return np.array(runs, np.int64)
+
+
+def _check_segmentation(segm: Any, height: int, width: int) -> None:
+  """Polygons or RLE that pycocotools can rasterise at this image size."""
+  if isinstance(segm, list):
+    if not segm:
+      raise _MalformedEntry('segmentation is empty')
+    for polygon in segm:
+      coords = _numbers(polygon, 'segmentation polygon')
+      # pycocotools reads a 4-number "polygon" as a box, so 3 points minimum.
+      if len(coords) < 6 or len(coords) % 2:
+        raise _MalformedEntry(
+            f'segmentation polygon has {len(coords)} coordinates')
+  elif isinstance(segm, dict):
+    size = segm.get('size')
+    if list(size or ()) != [height, width]:
+      raise _MalformedEntry(f'RLE size {size!r} is not the image size '
+                            f'[{height}, {width}]')
+    counts = segm.get('counts')
+    if isinstance(counts, list):
+      runs = _numbers(counts, 'RLE counts')
+    elif isinstance(counts, str):
+      runs = _compressed_rle_runs(counts)
+    else:
+      raise _MalformedEntry('RLE counts are neither a string nor a list')
+    # pycocotools decodes RLE that does not cover the image into garbage.
+    if (runs < 0).any() or runs.sum() != height * width:
+      raise _MalformedEntry('RLE runs do not cover the image')
+  else:
+    raise _MalformedEntry('segmentation is neither polygons nor RLE')
+
+
+def _check_person(ann: dict[str, Any], images: dict[int, Any],
+                  num_joints: int) -> None:
+  """Validates a person annotation and fills fields evaluation relies on."""
+  if not _is_int(ann.get('image_id')) or ann['image_id'] not in images:
+    raise _MalformedEntry(f'image_id {ann.get("image_id")!r} is not an '
+                          'image of the file')
+  ann['iscrowd'] = ann.get('iscrowd', 0)
+  if ann['iscrowd'] not in (0, 1):
+    raise _MalformedEntry(f'iscrowd {ann["iscrowd"]!r} is not 0 or 1')
+  if ann['iscrowd'] and 'keypoints' not in ann:
+    # Crowd regions carry no joints, but COCOeval reads keypoints of all.
+    ann['keypoints'] = [0] * (3 * num_joints)
+  keypoints = _numbers(ann.get('keypoints'), 'keypoints',
+                       3 * num_joints).reshape(num_joints, 3)
+  if not np.isin(keypoints[:, 2], (0, 1, 2)).all():
+    raise _MalformedEntry('keypoint visibility outside {0, 1, 2}')
+  ann.setdefault('num_keypoints', int((keypoints[:, 2] > 0).sum()))
+  x, y, w, h = _numbers(ann.get('bbox'), 'bbox', 4)
+  if w < 0 or h < 0:
+    raise _MalformedEntry(f'bbox has negative size {w} x {h}')
+  ann.setdefault('area', float(w * h))
+  image = images[ann['image_id']]
+  _check_segmentation(ann.get('segmentation'), image['height'],
+                      image['width'])
+
+
+class CocoKeypoints(example.ImageDataset):
+  """COCO person keypoints with masks (see the module docstring).
+
+  Besides the COCO format itself the reader accepts files whose numeric
+  fields are Python literals in strings, as some mmpose conversions write
+  them (``'bbox': '[250, 112, 475, 751]'``, ``'segmentation': "{'counts':
+  ...}"``, ids and keypoints as strings); those fields are parsed with
+  `ast.literal_eval` before pycocotools sees them. Missing ``num_keypoints``
+  / ``area`` are derived from the keypoints / box, crowd regions without
+  keypoints get zeros and a file without ``categories`` gets COCO's person
+  category, all of which COCOeval needs.
+
+  Malformed image entries and person annotations (wrong keypoint count,
+  non-finite numbers, negative box size, broken segmentation, unknown image
+  or duplicate id) are skipped, counted in `num_skipped` and logged; the
+  `coco` object holds only what is left. Annotations of other categories
+  are ignored.
+
+  Attributes:
+    annotation_file: the JSON file.
+    coco: `pycocotools.coco.COCO` of the images and valid person annotations.
+    image_ids: the image id of each example.
+  """
+  skeleton = skeletons.COCO17
+  has_masks = True
+
+  def __init__(self, annotation_file: str, image_dir: str,
+               parts_dir: str | None = None, min_keypoints: int = 0,
+               skip_empty_images: bool = False, name: str = 'coco'):
+    """Builds the index.
+
+    Args:
+      annotation_file: COCO keypoints JSON.
+      image_dir: folder of the images' ``file_name``s.
+      parts_dir: optional folder of ``<image file stem>.png`` BODY_PARTS6
+        part maps.
+      min_keypoints: non-crowd people with fewer labelled keypoints are left
+        out of the examples (they stay in `coco` for evaluation).
+      skip_empty_images: leave out images without non-crowd people.
+      name: dataset name for logs.
+    """
+    self.name = name
+    self.annotation_file = annotation_file
+    self._image_dir = image_dir
+    self._parts_dir = parts_dir
+    self.part_schema = None if parts_dir is None else skeletons.BODY_PARTS6
+    for d in (image_dir, parts_dir):
+      if d is not None and not os.path.isdir(d):
+        raise example.DatasetError(f'{d}: folder does not exist')
+    data = _load_json(annotation_file)
+    if not isinstance(data, dict) or not all(
+        isinstance(data.get(k), list) for k in ('images', 'annotations')):
+      raise example.DatasetError(
+          f'{annotation_file}: expected an object with "images" and '
+          '"annotations" lists')
+
+    self.num_skipped = 0
+    images = {}
+    for i, entry in enumerate(data['images']):
+      try:
+        image = _normalise(entry, _LITERAL_FIELDS['images'])
+        _check_image(image)
+        if image['id'] in images:
+          raise _MalformedEntry('duplicate image id')
+      except _MalformedEntry as e:
+        self._skip('image', entry, i, e)
+        continue
+      images[image['id']] = image
+    annotations = {}
+    for i, entry in enumerate(data['annotations']):
+      try:
+        ann = _normalise(entry, _LITERAL_FIELDS['annotations'])
+        if ann.get('category_id') != PERSON_CATEGORY_ID:
+          continue
+        if not _is_int(ann.get('id')) or ann['id'] in annotations:
+          raise _MalformedEntry('missing or duplicate annotation id')
+        _check_person(ann, images, self.num_joints)
+      except _MalformedEntry as e:
+        self._skip('annotation', entry, i, e)
+        continue
+      annotations[ann['id']] = ann
+
+    self.coco = pycocotools_coco.COCO()
+    self.coco.dataset = {
+        **data,
+        'images': list(images.values()),
+        'annotations': list(annotations.values()),
+        'categories': data.get('categories') or [dict(
+            id=PERSON_CATEGORY_ID, name='person', supercategory='person',
+            keypoints=list(self.skeleton.joint_names))],
+    }
+    with contextlib.redirect_stdout(io.StringIO()):  # Its progress prints.
+      self.coco.createIndex()
+
+    self.image_ids = []
+    self._ann_ids = []
+    for image_id in sorted(images):
+      people = [
+          a for a in sorted(self.coco.imgToAnns[image_id],
+                            key=lambda a: a['id'])
+          if a['iscrowd'] or
+          np.count_nonzero(np.asarray(a['keypoints'][2::3])) >= min_keypoints]
+      if skip_empty_images and all(a['iscrowd'] for a in people):
+        continue
+      self.image_ids.append(image_id)
+      self._ann_ids.append([a['id'] for a in people])
+
+  def _skip(self, kind: str, entry: Any, position: int,
+            error: Exception) -> None:
+    entry_id = entry.get('id') if isinstance(entry, dict) else None
+    logging.warning('%s: skipping %s id %r (entry %d): %s',
+                    self.annotation_file, kind, entry_id, position, error)
+    self.num_skipped += 1
+
+  def __len__(self) -> int:
+    return len(self.image_ids)
+
+  def annotation(self, index: int) -> example.Example:
+    image = self.coco.imgs[self.image_ids[index]]
+    anns = [self.coco.anns[i] for i in self._ann_ids[index]]
+    ann = example.empty_people(self.num_joints)
+    if anns:
+      boxes = np.array([a['bbox'] for a in anns], np.float32)
+      boxes[:, 2:] += boxes[:, :2]
+      ann.update(
+          keypoints=np.array([a['keypoints'] for a in anns],
+                             np.float32).reshape(len(anns), -1, 3),
+          boxes=boxes,
+          head_boxes=np.full((len(anns), 4), np.nan, np.float32),
+          is_crowd=np.array([bool(a['iscrowd']) for a in anns]))
+    ann.update(image_id=image['id'],
+               image_path=os.path.join(self._image_dir, image['file_name']),
+               height=image['height'], width=image['width'])
+    return ann
+
+  def load_pixels(self, index: int,
+                  annotation: example.Example) -> example.Example:
+    pixels = {'image': files.read_image(annotation['image_path'])}
+    shape = (annotation['height'], annotation['width'])
+    masks = np.zeros((0,) + shape, np.uint8)
+    ann_ids = self._ann_ids[index]
+    if ann_ids:
+      masks = np.stack([self.coco.annToMask(self.coco.anns[i])
+                        for i in ann_ids]).astype(np.uint8)
+    pixels['person_masks'] = masks
+    if self._parts_dir is not None:
+      stem = os.path.splitext(os.path.basename(annotation['image_path']))[0]
+      pixels['part_map'] = part_masks.read_part_map(
+          os.path.join(self._parts_dir, stem + '.png'), self.part_schema,
+          shape)
+    return pixels
+
+
+def load_detections(
+    path: str, coco_dataset_or_image_ids: CocoKeypoints | Iterable[int],
+    min_score: float = 0.0,
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+  """Reads person boxes from a COCO detection results file.
+
+  Args:
+    path: JSON list of ``{image_id, category_id, bbox: [x, y, w, h],
+      score}``.
+    coco_dataset_or_image_ids: the dataset the detections are for, or its
+      image ids.
+    min_score: detections scoring lower are dropped.
+
+  Returns:
+    For every image id of the dataset, ``(boxes, scores)``: float32 [N, 4]
+    x1, y1, x2, y2 and float32 [N] of its person detections, highest score
+    first (N may be 0). Other categories are ignored; entries for unknown
+    image ids and malformed entries are skipped, counted and logged.
+
+  Raises:
+    example.DatasetError: the file is missing or not a JSON list.
+  """
+  image_ids = (coco_dataset_or_image_ids.image_ids
+               if isinstance(coco_dataset_or_image_ids, CocoKeypoints)
+               else coco_dataset_or_image_ids)
+  found = {int(i): [] for i in image_ids}
+  entries = _load_json(path)
+  if not isinstance(entries, list):
+    raise example.DatasetError(f'{path}: expected a list of detections')
+  skipped = []
+  for i, entry in enumerate(entries):
+    try:
+      if not isinstance(entry, dict):
+        raise _MalformedEntry('not an object')
+      if entry.get('category_id') != PERSON_CATEGORY_ID:
+        continue
+      if not _is_int(entry.get('image_id')) or entry['image_id'] not in found:
+        raise _MalformedEntry(f'unknown image_id {entry.get("image_id")!r}')
+      x, y, w, h = _numbers(entry.get('bbox'), 'bbox', 4)
+      score, = _numbers([entry.get('score')], 'score')
+      if w < 0 or h < 0:
+        raise _MalformedEntry(f'bbox has negative size {w} x {h}')
+    except _MalformedEntry as e:
+      skipped.append(f'entry {i}: {e}')
+      continue
+    if score >= min_score:
+      found[entry['image_id']].append((x, y, x + w, y + h, score))
+  if skipped:
+    logging.warning('%s: skipped %d of %d detections, e.g. %s', path,
+                    len(skipped), len(entries), '; '.join(skipped[:3]))
+  detections = {}
+  for image_id, rows in found.items():
+    rows = np.array(rows, np.float32).reshape(-1, 5)
+    rows = rows[np.argsort(-rows[:, 4], kind='stable')]
+    detections[image_id] = (rows[:, :4], rows[:, 4])
+  return detections
