@@ -23,25 +23,25 @@ import scipy.io
 from hpe_jax.data import example
 
 
-def read_image(path: str) -> np.ndarray:
-  """Decodes an image file to uint8 RGB [H, W, 3]."""
+def _decode(path: str, flags: int, what: str) -> np.ndarray:
   data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
   if data is None:
-    raise example.DamagedSampleError(path, 'image file is missing')
-  image = cv2.imdecode(data, cv2.IMREAD_COLOR)
-  if image is None:
-    raise example.DamagedSampleError(path, 'image cannot be decoded')
-  return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    raise example.DamagedSampleError(path, f'{what} file is missing')
+  decoded = cv2.imdecode(data, flags)
+  if decoded is None:
+    raise example.DamagedSampleError(path, f'{what} file cannot be decoded')
+  return decoded
+
+
+def read_image(path: str) -> np.ndarray:
+  """Decodes an image file to uint8 RGB [H, W, 3]."""
+  return cv2.cvtColor(_decode(path, cv2.IMREAD_COLOR, 'image'),
+                      cv2.COLOR_BGR2RGB)
 
 
 def read_label_png(path: str) -> np.ndarray:
   """Reads a single-channel uint8 label map [H, W]."""
-  data = np.fromfile(path, np.uint8) if os.path.isfile(path) else None
-  if data is None:
-    raise example.DamagedSampleError(path, 'label file is missing')
-  labels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-  if labels is None:
-    raise example.DamagedSampleError(path, 'label file cannot be decoded')
+  labels = _decode(path, cv2.IMREAD_UNCHANGED, 'label')
   if labels.ndim != 2 or labels.dtype != np.uint8:
     raise example.DamagedSampleError(
         path, f'expected a single-channel 8-bit label map, got shape '
