@@ -22,3 +22,10 @@ def shared_data() -> pathlib.Path:
   if not SHARED_DATA.is_dir():
     pytest.skip(f'real data not found at {SHARED_DATA}')
   return SHARED_DATA
+
+
+def pytest_configure(config):
+  # pycocotools' mask decoding trips a numpy 2 deprecation inside its own
+  # code; nothing of ours to fix.
+  config.addinivalue_line(
+      'filterwarnings', 'ignore::DeprecationWarning:pycocotools.mask')
