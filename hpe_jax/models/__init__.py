@@ -1,0 +1,1 @@
+"""Pose estimation models (Flax linen) and the registry that builds them."""
