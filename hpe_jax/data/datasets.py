@@ -34,6 +34,20 @@ from hpe_jax.data import synthetic
 
 SPLITS = ('train', 'eval')
 
+# What each dataset's examples carry, known without reading any file (the
+# predict command needs the skeleton where the training data is absent).
+SKELETONS = {'synthetic': skeletons.COCO17, 'coco': skeletons.COCO17,
+             'lsp': skeletons.LSP14, 'mpii': skeletons.MPII16,
+             'pascal_part': None, 'cihp': None}
+
+
+def skeleton(cfg: ml_collections.ConfigDict) -> skeletons.Skeleton | None:
+  """The keypoint skeleton of ``config.dataset`` (None: no keypoints)."""
+  if cfg.name not in SKELETONS:
+    raise ValueError(f'Unknown dataset {cfg.name!r}; known: '
+                     f'{sorted(SKELETONS)}')
+  return SKELETONS[cfg.name]
+
 
 def default_config() -> ml_collections.ConfigDict:
   """Dataset defaults; recipes override them under ``config.dataset``."""

@@ -27,7 +27,9 @@ _OUTPUT = flags.DEFINE_string('output', 'batch.png', 'PNG to write.')
 _SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'eval'],
                            'train: augmented batches; eval: plain crops.')
 _NUM = flags.DEFINE_integer('num_examples', 8, 'Examples to draw.')
-_SIGMA = flags.DEFINE_float('sigma', 2.0, 'Heatmap sigma in output pixels.')
+_SIGMA = flags.DEFINE_float(
+    'sigma', None, 'Heatmap sigma in output pixels; default: the config\'s '
+    'loss.sigma, or 2 for a data-only config.')
 
 
 def to_input_coords(xy: np.ndarray, stride: int) -> np.ndarray:
@@ -74,7 +76,8 @@ def main(argv):
     ds, _ = pipeline.eval_dataset(dataset, config.input,
                                   batch_size=_NUM.value)
   batch = next(iter(ds))
-  image = draw_batch(batch, dataset, config.input, _SIGMA.value, _NUM.value)
+  sigma = _SIGMA.value or (config.loss.sigma if 'loss' in config else 2.0)
+  image = draw_batch(batch, dataset, config.input, sigma, _NUM.value)
   visualization.save_png(_OUTPUT.value, image)
   print(f'wrote {_OUTPUT.value}: {len(batch["image"])} examples of '
         f'{dataset.name} ({config.input.mode}, {_SPLIT.value})')

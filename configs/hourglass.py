@@ -1,0 +1,59 @@
+r"""Stacked hourglass (Newell et al., ECCV 2016).
+
+Without an argument: the paper's recipe, 8 stacks of 256 features, depth 4,
+256x256 input and 64x64 heatmaps (sigma 2), RMSprop at 2.5e-4, intermediate
+supervision at every stack, here on the built-in synthetic people:
+
+  python -m hpe_jax.main --config=configs/hourglass.py --workdir=/tmp/hg
+
+Arguments (comma-separated):
+
+* ``smoke``: 2 stacks of 32 features, depth 2, 64x64 crops of 128x128
+  synthetic scenes, batch 32, 600 Adam steps. On 2 CPU cores: 7.5 minutes
+  (1.4 steps/s); validation PCK@0.2 (torso) 0.008 untrained -> 0.275,
+  PCKh@0.5 0.005 -> 0.199.
+* ``mpii``: MPII in mmpose's list format under ``--config.dataset.root``
+  (``annotations/mpii_{train,val}.json``, ``images/``), PCKh@0.5 with flip
+  test. Published: 0.881 (paper, 8 stacks), 0.902 (PyTorch
+  re-implementation). Meant for one or more GPUs; its time per step is not
+  measured yet (no GPU so far) and the result not yet reproduced here.
+* ``coco``: COCO-2017 person keypoints under ``--config.dataset.root``,
+  OKS AP with ground-truth boxes and flip test (mmpose's 1-stack
+  Hourglass-52 gets 0.726 with detected boxes). Not yet reproduced here.
+* ``lsp``: LSP + LSPET training, LSP test PCK@0.2 (torso) with flip test
+  (``--config.dataset.root`` holds ``lsp/`` and ``lspet/``, like
+  ``../shared/data``). Not yet reproduced here.
+
+Any field can be overridden: ``--config.model.num_stacks=2``,
+``--config.total_steps=1000``, ``--config.model.dtype=bfloat16``, ...
+"""
+
+from hpe_jax.training import base_config
+
+
+def get_config(arg=None):
+  args = base_config.parse_args(arg, ('smoke',) + base_config.DATASETS)
+  config = base_config.get_base_config('hourglass')
+  config.model.update(num_stacks=8, features=256, depth=4, num_blocks=1)
+  config.input.image_size = (256, 256)
+  config.input.output_stride = 4
+  config.loss.sigma = 2.0
+  config.optimizer.name = 'rmsprop'
+  config.optimizer.learning_rate = 2.5e-4
+  config.optimizer.schedule.name = 'step'
+  config.optimizer.schedule.boundaries = (100_000, 130_000)
+  config.optimizer.schedule.decay_factor = 0.1
+  config.input.batch_size = 16
+  config.total_steps = 150_000
+  config.eval_every = 5000
+  config.checkpoint_every = 5000
+
+  for name in args & set(base_config.DATASETS):
+    base_config.use_dataset(config, name)
+  if 'smoke' in args:
+    config.model.update(num_stacks=2, features=32, depth=2)
+    config.input.image_size = (64, 64)
+    config.loss.sigma = 1.0
+    base_config.use_smoke_schedule(config, total_steps=600, batch_size=32)
+  config.lock()
+  return config

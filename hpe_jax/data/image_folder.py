@@ -1,0 +1,60 @@
+"""Unlabelled images from a file or a folder, for inference.
+
+`ImageFolder` presents images as an `ImageDataset` with no people, so the
+predict command runs them through the same evaluation pipeline (crops from
+given or whole-image boxes) as labelled data. Image ids are the file stem
+when it is a number (as COCO's are, so COCO detection files match), else
+the position in sorted order.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hpe_jax.data import example
+from hpe_jax.data import files
+from hpe_jax.data import skeletons
+
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp')
+
+
+def list_images(path: str) -> list[str]:
+  """The image files of `path` (a file, or a folder's images sorted)."""
+  if os.path.isfile(path):
+    return [path]
+  if not os.path.isdir(path):
+    raise example.DatasetError(f'{path}: no such image file or folder')
+  found = sorted(os.path.join(path, f) for f in os.listdir(path)
+                 if f.lower().endswith(IMAGE_EXTENSIONS))
+  if not found:
+    raise example.DatasetError(f'{path}: no {"/".join(IMAGE_EXTENSIONS)} '
+                               'images in this folder')
+  return found
+
+
+class ImageFolder(example.ImageDataset):
+  """Images without annotations; `skeleton` is what the model predicts."""
+
+  def __init__(self, path: str, skeleton: skeletons.Skeleton):
+    self.name = os.path.basename(os.path.normpath(path))
+    self.skeleton = skeleton
+    self.paths = list_images(path)
+    stems = [os.path.splitext(os.path.basename(p))[0] for p in self.paths]
+    numeric = all(s.isdigit() for s in stems) and len(set(stems)) == len(
+        stems)
+    self.image_ids = ([int(s) for s in stems] if numeric else
+                      list(range(1, len(stems) + 1)))
+    self._sizes: dict[int, tuple[int, int]] = {}
+
+  def __len__(self) -> int:
+    return len(self.paths)
+
+  def annotation(self, index: int) -> example.Example:
+    if index not in self._sizes:
+      self._sizes[index] = files.image_size(self.paths[index])
+    h, w = self._sizes[index]
+    return dict(image_id=self.image_ids[index], image_path=self.paths[index],
+                height=h, width=w, **example.empty_people(self.num_joints))
+
+  def load_pixels(self, index: int, annotation: example.Example):
+    return {'image': files.read_image(self.paths[index])}

@@ -1,0 +1,60 @@
+"""Evaluates a trained run's checkpoint on its evaluation split.
+
+  python -m hpe_jax.evaluate --workdir=DIR [--checkpoint=latest|best|STEP] \
+      [--config.eval.flip=true] [--config.eval.boxes=DETECTIONS.json] \
+      [--config.dataset.root=PATH ...]
+
+The run's own config (``DIR/config.json``) is the starting point; any
+``--config.key=value`` overrides it, e.g. the flip test, detected boxes
+(a COCO detection results file, for top-down evaluation as in COCO's
+protocol) or another dataset root. The metrics are printed and written to
+``DIR/eval/step<N><protocol>.json`` together with the predictions as a COCO
+keypoint results file (``...results.json``).
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+from hpe_jax import cli
+from hpe_jax.data import datasets
+from hpe_jax.evaluation import coco_keypoints
+from hpe_jax.training import trainer
+
+def protocol_suffix(config) -> str:
+  boxes = 'gt' if config.eval.boxes == 'gt' else 'detected'
+  return coco_keypoints.protocol_suffix_for(boxes, config.eval.flip)
+
+
+def main(argv):
+  del argv
+  config, model, variables, step, mesh = cli.load_run()
+  workdir = flags.FLAGS.workdir
+  dataset = datasets.build(config.dataset, 'eval')
+  evaluator = trainer.make_evaluator(config, dataset, model, mesh)
+  pred, _ = evaluator.predict(variables)
+  metrics = evaluator.metrics(pred)
+
+  out_dir = os.path.join(workdir, 'eval')
+  os.makedirs(out_dir, exist_ok=True)
+  stem = os.path.join(out_dir, f'step{step}{protocol_suffix(config)}')
+  coco_keypoints.write_results(stem + '_results.json', evaluator.results(pred))
+  with open(stem + '.json', 'w') as f:
+    json.dump(dict(step=step, checkpoint=flags.FLAGS.checkpoint,
+                   dataset=config.dataset.name, examples=evaluator.count,
+                   flip=config.eval.flip, boxes=config.eval.boxes,
+                   metrics=metrics), f, indent=2)
+  print(f'{dataset.name} eval split, checkpoint step {step}, '
+        f'{evaluator.count} examples, flip test '
+        f'{"on" if config.eval.flip else "off"}, boxes {config.eval.boxes}:')
+  for name, value in metrics.items():
+    print(f'  {name:28s} {value:.4f}')
+  print(f'written: {stem}.json, {stem}_results.json')
+
+
+if __name__ == '__main__':
+  cli.define_run_flags(sys.argv)
+  app.run(main)

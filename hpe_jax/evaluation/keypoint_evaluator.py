@@ -1,0 +1,207 @@
+"""Keypoint evaluation of a model over a whole evaluation split.
+
+The jitted predict step runs the model (and, with the flip test, the model on
+the mirrored crops), averages the flipped-back heatmaps, decodes them and maps
+the coordinates back to the original images, all on the device. The host
+collects the valid examples of the padded batches (every person exactly
+once) and computes the metrics the dataset supports; names carry their
+protocol:
+
+* ``pck@0.2_torso``: PCK at 0.2 of the torso (LSP's protocol), when the
+  skeleton defines a torso;
+* ``pckh@0.5``: PCKh at half the head size, when the data has head boxes;
+* ``oks_ap_gtbox`` ... ``oks_ar_large_gtbox`` (or ``_detbox`` with detected
+  boxes): COCO OKS AP/AR through pycocotools, for COCO-format data;
+
+each with ``_flip`` appended when the flip test is on. The first of these
+that applies is the evaluator's `primary_metric`, used to keep the best
+checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import ml_collections
+import numpy as np
+
+from hpe_jax import visualization
+from hpe_jax.data import example as example_lib
+from hpe_jax.data import pipeline
+from hpe_jax.evaluation import coco_keypoints
+from hpe_jax.evaluation import pck
+from hpe_jax.ops import heatmap_decoding
+from hpe_jax.ops import images as images_lib
+from hpe_jax.training import sharding
+
+PCK_ALPHA = 0.2
+PCKH_ALPHA = 0.5
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Evaluation defaults; recipes override them under ``config.eval``."""
+  return ml_collections.ConfigDict(dict(
+      flip=False,  # flip test (the evaluate command turns it on)
+      decode='dark',  # 'dark' | 'quarter' | 'argmax'
+      boxes='gt',  # 'gt', or a COCO detection file (top-down with dets)
+      min_detection_score=0.0,
+      num_preview_images=8,  # predicted skeletons drawn to TensorBoard
+  ))
+
+
+def predict_keypoints(variables, batch, *, model, flip_permutation,
+                      flip: bool, decode: str, dtype):
+  """Keypoints [B, K, 2] in image pixels, scores [B, K], heatmap coords."""
+  images = images_lib.normalize(batch['image'], dtype)
+  heat = model.apply(variables, images, train=False)['heatmaps'][-1]
+  if flip:
+    mirrored = model.apply(variables, images[:, :, ::-1],
+                           train=False)['heatmaps'][-1]
+    heat = heatmap_decoding.flip_test_average(heat, mirrored,
+                                              flip_permutation)
+  coords, scores = heatmap_decoding.decode_heatmaps(heat, decode)
+  image_xy = heatmap_decoding.heatmap_to_image_coords(coords, batch['affine'])
+  return dict(keypoints=image_xy, scores=scores, heatmap_xy=coords)
+
+
+def _suffix(flip: bool) -> str:
+  return '_flip' if flip else ''
+
+
+class KeypointEvaluator:
+  """Runs a keypoint model over an evaluation split and scores it."""
+
+  def __init__(self, dataset: example_lib.ImageDataset,
+               input_cfg: ml_collections.ConfigDict,
+               eval_cfg: ml_collections.ConfigDict, *, model, mesh,
+               batch_size: int, detections=None):
+    if dataset.skeleton is None:
+      raise ValueError(f'{dataset.name} has no keypoints to evaluate')
+    self.dataset = dataset
+    self.cfg = eval_cfg
+    self.mesh = mesh
+    self.stride = input_cfg.output_stride
+    self.boxes = 'gt' if detections is None else 'detected'
+    self.batches, self.count = pipeline.eval_dataset(
+        dataset, input_cfg,
+        batch_size=sharding.per_process_batch_size(batch_size, mesh),
+        detections=detections, shard_index=jax.process_index(),
+        shard_count=jax.process_count())
+    self._predict = jax.jit(
+        functools.partial(
+            predict_keypoints, model=model,
+            flip_permutation=dataset.skeleton.flip_permutation,
+            flip=eval_cfg.flip, decode=eval_cfg.decode, dtype=model.dtype),
+        in_shardings=(sharding.replicated(mesh),
+                      sharding.batch_sharding(mesh)))
+    self.metric_names = self._metric_names()
+
+  def _metric_names(self) -> list[str]:
+    s = _suffix(self.cfg.flip)
+    names = []
+    if self.dataset.skeleton.torso is not None and self.boxes == 'gt':
+      names.append(pck.metric_name(PCK_ALPHA, 'torso') + s)
+    if self.boxes == 'gt' and self._has_head_boxes():
+      names.append(pck.metric_name(PCKH_ALPHA, 'head') + s)
+    if hasattr(self.dataset, 'coco'):
+      suffix = coco_keypoints.protocol_suffix_for(self.boxes, self.cfg.flip)
+      names += [n + suffix for n in coco_keypoints.METRIC_NAMES]
+    return names
+
+  def _has_head_boxes(self) -> bool:
+    for i in range(min(len(self.dataset), 16)):
+      if np.isfinite(self.dataset.annotation(i)['head_boxes']).any():
+        return True
+    return False
+
+  @property
+  def primary_metric(self) -> str:
+    return self.metric_names[0]
+
+  def predict(self, variables):
+    """Predictions and labels of every valid example, gathered on the host.
+
+    Returns:
+      (dict of numpy arrays over the valid examples, preview images).
+    """
+    keys = ('image_id', 'person_index', 'gt_keypoints', 'box', 'head_box',
+            'score', 'valid')
+    collected, previews = [], []
+    for batch in self.batches:
+      global_batch = sharding.to_global(batch, self.mesh)
+      out = self._predict(variables, global_batch)
+      host = {k: sharding.to_host(v) for k, v in out.items()}
+      host.update({k: sharding.to_host(global_batch[k]) for k in keys})
+      if not previews:
+        previews = self._previews(sharding.to_host(global_batch['image']),
+                                  host)
+      collected.append(host)
+    merged = {k: np.concatenate([c[k] for c in collected])
+              for k in collected[0]}
+    valid = merged.pop('valid')
+    result = {k: v[valid] for k, v in merged.items()}
+    if len(result['image_id']) != self.count:
+      raise RuntimeError(f'evaluated {len(result["image_id"])} examples of '
+                         f'{self.count}: damaged samples were skipped')
+    return result, previews
+
+  def _previews(self, images, host) -> list[np.ndarray]:
+    n = min(self.cfg.num_preview_images, int(host['valid'].sum()))
+    xy = (host['heatmap_xy'][:n] + 0.5) * self.stride - 0.5
+    kp = np.concatenate([xy, np.full(xy.shape[:-1] + (1,), 2.0)], -1)
+    return [visualization.draw_skeleton(images[i], kp[i],
+                                        self.dataset.skeleton)
+            for i in range(n)]
+
+  def metrics(self, pred) -> dict[str, float]:
+    """The metrics of `metric_names` for predictions from `predict`."""
+    s = _suffix(self.cfg.flip)
+    gt = pred['gt_keypoints']
+    labelled = gt[..., 2] > 0
+    out = {}
+    skeleton = self.dataset.skeleton
+    if self.boxes == 'gt' and skeleton.torso is not None:
+      res = pck.pck_accuracy(pred['keypoints'], gt[..., :2], labelled,
+                             pck.torso_size(gt, skeleton), PCK_ALPHA)
+      out[pck.metric_name(PCK_ALPHA, 'torso') + s] = res.mean
+    if self.boxes == 'gt' and np.isfinite(pred['head_box']).any():
+      res = pck.pck_accuracy(pred['keypoints'], gt[..., :2], labelled,
+                             pck.head_size(pred['head_box']), PCKH_ALPHA)
+      out[pck.metric_name(PCKH_ALPHA, 'head') + s] = res.mean
+    if hasattr(self.dataset, 'coco'):
+      out.update(self._coco_metrics(pred))
+    return {k: float(v) for k, v in out.items()}
+
+  def results(self, pred) -> list[dict]:
+    """COCO keypoint results of predictions from `predict`."""
+    scores = pred['scores']
+    keypoints = np.concatenate([pred['keypoints'], scores[..., None]], -1)
+    # mmpose's instance score: box score times the mean joint confidence.
+    results = coco_keypoints.keypoint_results(
+        pred['image_id'], keypoints, pred['score'] * scores.mean(-1))
+    return self._nms(results) if self.boxes == 'detected' else results
+
+  def _coco_metrics(self, pred) -> dict[str, float]:
+    return coco_keypoints.evaluate_keypoints(
+        self.dataset.coco, self.results(pred),
+        coco_keypoints.protocol_suffix_for(self.boxes, self.cfg.flip))
+
+  def _nms(self, results):
+    """OKS-NMS per image, removing duplicate poses of overlapping boxes."""
+    sigmas = np.asarray(self.dataset.skeleton.oks_sigmas)
+    kept = []
+    by_image: dict[int, list] = {}
+    for r in results:
+      by_image.setdefault(r['image_id'], []).append(r)
+    for rs in by_image.values():
+      kp = np.array([r['keypoints'] for r in rs]).reshape(len(rs), -1, 3)
+      extent = kp[..., :2].max(1) - kp[..., :2].min(1)
+      keep = coco_keypoints.oks_nms(kp, np.array([r['score'] for r in rs]),
+                                    extent.prod(-1), sigmas, 0.9)
+      kept += [rs[i] for i in keep]
+    return kept
+
+  def evaluate(self, variables) -> tuple[dict[str, float], list[np.ndarray]]:
+    pred, previews = self.predict(variables)
+    return self.metrics(pred), previews
