@@ -17,13 +17,6 @@ from ml_collections import config_flags
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
 
-_CONFIG = config_flags.DEFINE_config_file(
-    'config', None, 'Config file with dataset and input sections.',
-    lock_config=True)
-_BATCHES = flags.DEFINE_integer('batches', 20, 'Batches to time.')
-_WARMUP = flags.DEFINE_integer('warmup', 3, 'Batches before timing.')
-
-
 def measure(dataset, input_cfg, *, seed: int, batch_size: int,
             batches: int, warmup: int) -> dict[str, float]:
   """Examples per second of the training pipeline after `warmup` batches."""
@@ -41,11 +34,11 @@ def measure(dataset, input_cfg, *, seed: int, batch_size: int,
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  config = flags.FLAGS.config
   dataset = datasets.build(config.dataset, 'train')
   result = measure(dataset, config.input, seed=config.seed,
                    batch_size=config.input.batch_size,
-                   batches=_BATCHES.value, warmup=_WARMUP.value)
+                   batches=flags.FLAGS.batches, warmup=flags.FLAGS.warmup)
   print(f'{dataset.name} {config.input.mode} {tuple(config.input.image_size)} '
         f'batch {config.input.batch_size}, {config.input.num_workers} '
         f'workers, {config.input.num_threads} threads: '
@@ -54,5 +47,11 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  # Defined here, not at import: the benchmark imports `measure`.
+  config_flags.DEFINE_config_file(
+      'config', None, 'Config file with dataset and input sections.',
+      lock_config=True)
+  flags.DEFINE_integer('batches', 20, 'Batches to time.')
+  flags.DEFINE_integer('warmup', 3, 'Batches before timing.')
   flags.mark_flags_as_required(['config'])
   app.run(main)
