@@ -277,6 +277,39 @@ def test_full_image_samples_pad_people_and_keep_the_largest():
                              2 - 0.25, atol=1e-4)
 
 
+class OverlappingPeople(FakePeople):
+  """Whole boxes as masks, so people overlap."""
+
+  def load_pixels(self, index, annotation):
+    out = super().load_pixels(index, annotation)
+    ys, xs = np.mgrid[:H, :W]
+    out['person_masks'] = np.stack([
+        (xs >= x1) & (xs < x2) & (ys >= y1) & (ys < y2)
+        for x1, y1, x2, y2 in annotation['boxes']]).astype(np.uint8)
+    return out
+
+
+def test_full_image_instance_map_gives_overlaps_to_the_smaller_person():
+  ds = OverlappingPeople(6)
+  cfg = input_config(mode='full_image', max_people=3)
+  cfg.image_size = (H, W)
+  cfg.output_stride = 1
+  build = pipeline.sample_builder(ds, cfg, train=False)
+  checked = 0
+  for i in range(6):
+    s, ex = build(i), ds[i]
+    masks = ex['person_masks'] > 0
+    areas = masks.sum((1, 2))
+    slot_of = {p: slot for slot, p in enumerate(np.argsort(-areas,
+                                                           kind='stable'))}
+    for y, x in zip(*np.nonzero(masks.sum(0) > 1)):
+      owners = np.flatnonzero(masks[:, y, x])
+      smallest = owners[np.argmin(areas[owners])]
+      assert s['instance_map'][y, x] == slot_of[smallest] + 1
+      checked += 1
+  assert checked > 100
+
+
 def test_heatmap_targets_of_a_batch_peak_at_its_keypoints():
   ds = FakePeople(8)
   cfg = input_config(flip=0.5, rotation=30.0, rotation_prob=1.0)

@@ -91,11 +91,11 @@ class FullImageSample:
     out['boxes'][:n] = np.concatenate([corners.min(-2), corners.max(-2)], -1)
 
     if ds.has_masks:
-      instance = np.zeros((ex['height'], ex['width']), np.uint8)
-      # Paint the smallest last: where masks overlap, the smaller person is
-      # usually the one in front.
-      for slot in range(n - 1, -1, -1):
-        instance[ex['person_masks'][people[slot]] > 0] = slot + 1
+      # Slots run from the largest person to the smallest; where masks
+      # overlap the smaller person wins, as it is usually the one in front.
+      masks = ex['person_masks'][people[::-1]] > 0
+      instance = np.where(masks.any(0), n - masks.argmax(0), 0).astype(
+          np.uint8) if n else np.zeros((ex['height'], ex['width']), np.uint8)
       crowd = ex['person_masks'][ex['is_crowd']].any(0) & (instance == 0)
       instance[crowd] = _UNKNOWN
       out['instance_map'] = warp_lib.warp_labels(instance, warp,
