@@ -36,7 +36,6 @@ import numpy as np
 
 from hpe_jax.data import example
 from hpe_jax.data import files
-from hpe_jax.data import lsp
 from hpe_jax.data import skeletons
 
 _BOX_SHIFT = 15.0  # Centre shift down, in units of scale.
