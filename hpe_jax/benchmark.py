@@ -15,7 +15,6 @@ whether training is input-bound. It prints a table and writes it as JSON.
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 
@@ -28,7 +27,6 @@ from hpe_jax import cli
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
 from hpe_jax.data import throughput
-from hpe_jax.data import warp
 from hpe_jax.evaluation import keypoint_evaluator
 from hpe_jax.training import optimizers
 from hpe_jax.training import sharding
@@ -113,14 +111,7 @@ def run(config, steps: int, warmup: int, input_batches: int) -> dict:
       train_data, config.input, seed=config.seed, batch_size=local)))
   batch = sharding.to_global(batch, mesh)
 
-  geometry = warp.Geometry(tuple(config.input.image_size),
-                           config.input.output_stride)
-  step_fn = jax.jit(
-      functools.partial(trainer.train_step, model=model, tx=tx, lr_fn=lr_fn,
-                        loss_cfg=config.loss,
-                        heatmap_size=geometry.output_size),
-      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-      out_shardings=sharding.replicated(mesh), donate_argnums=0)
+  step_fn = trainer.make_train_step(config, model, tx, lr_fn, mesh)
   t0 = time.perf_counter()
   compiled_step = step_fn.lower(state, batch).compile()
   compile_s = time.perf_counter() - t0
@@ -134,13 +125,8 @@ def run(config, steps: int, warmup: int, input_batches: int) -> dict:
 
   step_s = time_calls(train_once, tuple, steps, warmup)
 
-  predict = jax.jit(
-      functools.partial(
-          keypoint_evaluator.predict_keypoints, model=model,
-          flip_permutation=train_data.skeleton.flip_permutation,
-          flip=config.eval.flip, decode=config.eval.decode,
-          dtype=model.dtype),
-      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)))
+  predict = keypoint_evaluator.make_predict_fn(model, train_data.skeleton,
+                                               config.eval, mesh)
   variables = holder['state'].variables
   compiled_eval = predict.lower(variables, batch).compile()
   eval_flops = compiled_flops(compiled_eval)

@@ -24,6 +24,7 @@ from hpe_jax import cli
 from hpe_jax import visualization
 from hpe_jax.data import coco
 from hpe_jax.data import datasets
+from hpe_jax.data import example
 from hpe_jax.data import files
 from hpe_jax.data import image_folder
 from hpe_jax.evaluation import coco_keypoints
@@ -44,9 +45,8 @@ def whole_image_boxes(folder: image_folder.ImageFolder):
   boxes = {}
   for i in range(len(folder)):
     ann = folder.annotation(i)
-    box = np.array([[-0.5, -0.5, ann['width'] - 0.5, ann['height'] - 0.5]],
-                   np.float32)
-    boxes[ann['image_id']] = (box, np.ones(1, np.float32))
+    box = example.image_box(ann['height'], ann['width'])
+    boxes[ann['image_id']] = (box[None], np.ones(1, np.float32))
   return boxes
 
 

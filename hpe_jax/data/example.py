@@ -64,6 +64,12 @@ def empty_people(num_joints: int) -> Example:
               is_crowd=np.zeros((0,), bool))
 
 
+def image_box(height: int, width: int) -> np.ndarray:
+  """x1, y1, x2, y2 of a whole image: its outer pixel edges, which lie half
+  a pixel outside the first and last pixel centres."""
+  return np.array([-0.5, -0.5, width - 0.5, height - 0.5], np.float32)
+
+
 def boxes_from_keypoints(keypoints: np.ndarray) -> np.ndarray:
   """[P, 4] tight boxes around the labelled keypoints (zeros if none)."""
   labelled = keypoints[..., 2] > 0

@@ -67,8 +67,7 @@ class FullImageSample:
     people = people[np.argsort(-sizes, kind='stable')][:self.max_people]
     n = len(people)
 
-    # The image's outer pixel edges, in pixel-index coordinates.
-    whole = (-0.5, -0.5, ex['width'] - 0.5, ex['height'] - 0.5)
+    whole = example_lib.image_box(ex['height'], ex['width'])
     # Half-body crops need one person; whole images never use them.
     crop = augment.sample_crop(rng, whole, None, None,
                                self.geometry.aspect_ratio, 1.0,

@@ -65,6 +65,18 @@ def predict_keypoints(variables, batch, *, model, flip_permutation,
   return dict(keypoints=image_xy, scores=scores, heatmap_xy=coords)
 
 
+def make_predict_fn(model, skeleton, eval_cfg: ml_collections.ConfigDict,
+                    mesh):
+  """`predict_keypoints` jitted over the mesh: (variables, batch) -> dict."""
+  return jax.jit(
+      functools.partial(
+          predict_keypoints, model=model,
+          flip_permutation=skeleton.flip_permutation, flip=eval_cfg.flip,
+          decode=eval_cfg.decode, dtype=model.dtype),
+      in_shardings=(sharding.replicated(mesh),
+                    sharding.batch_sharding(mesh)))
+
+
 def _suffix(flip: bool) -> str:
   return '_flip' if flip else ''
 
@@ -88,13 +100,7 @@ class KeypointEvaluator:
         batch_size=sharding.per_process_batch_size(batch_size, mesh),
         detections=detections, shard_index=jax.process_index(),
         shard_count=jax.process_count())
-    self._predict = jax.jit(
-        functools.partial(
-            predict_keypoints, model=model,
-            flip_permutation=dataset.skeleton.flip_permutation,
-            flip=eval_cfg.flip, decode=eval_cfg.decode, dtype=model.dtype),
-        in_shardings=(sharding.replicated(mesh),
-                      sharding.batch_sharding(mesh)))
+    self._predict = make_predict_fn(model, dataset.skeleton, eval_cfg, mesh)
     self.metric_names = self._metric_names()
 
   def _metric_names(self) -> list[str]:

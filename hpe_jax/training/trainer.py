@@ -170,6 +170,19 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str,
   return model, state.variables, step, mesh
 
 
+def make_train_step(config, model, tx, lr_fn, mesh):
+  """`train_step` jitted over the mesh: state replicated and donated, batch
+  sharded."""
+  geometry = warp.Geometry(tuple(config.input.image_size),
+                           config.input.output_stride)
+  return jax.jit(
+      functools.partial(train_step, model=model, tx=tx, lr_fn=lr_fn,
+                        loss_cfg=config.loss,
+                        heatmap_size=geometry.output_size),
+      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
+      out_shardings=sharding.replicated(mesh), donate_argnums=0)
+
+
 def _load_detections(config, dataset):
   if config.eval.boxes == 'gt':
     return None
@@ -264,15 +277,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     writer.write_text(0, 'parameters', f'```\n{overview}\n```')
     writer.write_text(0, 'config', f'```\n{config}\n```')
 
-  # The jitted train step: state replicated and donated, batch sharded.
-  geometry = warp.Geometry(tuple(config.input.image_size),
-                           config.input.output_stride)
-  step_fn = jax.jit(
-      functools.partial(train_step, model=model, tx=tx, lr_fn=lr_fn,
-                        loss_cfg=config.loss,
-                        heatmap_size=geometry.output_size),
-      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-      out_shardings=sharding.replicated(mesh), donate_argnums=0)
+  step_fn = make_train_step(config, model, tx, lr_fn, mesh)
 
   evaluator = make_evaluator(config, eval_data, model, mesh)
 
