@@ -27,7 +27,6 @@ from hpe_jax import cli
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
 from hpe_jax.data import throughput
-from hpe_jax.evaluation import keypoint_evaluator
 from hpe_jax.training import optimizers
 from hpe_jax.training import sharding
 from hpe_jax.training import trainer
@@ -102,7 +101,7 @@ def run(config, steps: int, warmup: int, input_batches: int) -> dict:
   """All the measurements of the module docstring, as a flat dict."""
   mesh = sharding.make_mesh()
   train_data = datasets.build(config.dataset, 'train')
-  model = trainer.build_model(config, train_data.num_joints)
+  model = trainer.build_model(config, train_data.skeleton)
   tx, lr_fn = optimizers.make_optimizer(config.optimizer, config.total_steps)
   state = trainer.init_state(model, tx, config, mesh)
   batch_size = config.input.batch_size
@@ -125,8 +124,8 @@ def run(config, steps: int, warmup: int, input_batches: int) -> dict:
 
   step_s = time_calls(train_once, tuple, steps, warmup)
 
-  predict = keypoint_evaluator.make_predict_fn(model, train_data.skeleton,
-                                               config.eval, mesh)
+  predict = trainer.make_evaluator(
+      config, datasets.build(config.dataset, 'eval'), model, mesh).predict_fn
   variables = holder['state'].variables
   compiled_eval = predict.lower(variables, batch).compile()
   eval_flops = compiled_flops(compiled_eval)

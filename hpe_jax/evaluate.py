@@ -8,8 +8,10 @@ The run's own config (``DIR/config.json``) is the starting point; any
 ``--config.key=value`` overrides it, e.g. the flip test, detected boxes
 (a COCO detection results file, for top-down evaluation as in COCO's
 protocol) or another dataset root. The metrics are printed and written to
-``DIR/eval/step<N><protocol>.json`` together with the predictions as a COCO
-keypoint results file (``...results.json``).
+``DIR/eval/step<N><protocol>.json``; for keypoint models the predictions
+also go to a COCO keypoint results file (``...results.json``). Works for
+every task (keypoints, segmentation, pose_mask), with the metrics of its
+evaluator.
 """
 
 import json
@@ -24,7 +26,10 @@ from hpe_jax.data import datasets
 from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.training import trainer
 
+
 def protocol_suffix(config) -> str:
+  if config.task != 'keypoints':
+    return '_flip' if config.eval.flip else ''
   boxes = 'gt' if config.eval.boxes == 'gt' else 'detected'
   return coco_keypoints.protocol_suffix_for(boxes, config.eval.flip)
 
@@ -35,13 +40,18 @@ def main(argv):
   workdir = flags.FLAGS.workdir
   dataset = datasets.build(config.dataset, 'eval')
   evaluator = trainer.make_evaluator(config, dataset, model, mesh)
-  pred, _ = evaluator.predict(variables)
-  metrics = evaluator.metrics(pred)
-
   out_dir = os.path.join(workdir, 'eval')
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, f'step{step}{protocol_suffix(config)}')
-  coco_keypoints.write_results(stem + '_results.json', evaluator.results(pred))
+  written = [f'{stem}.json']
+  if config.task == 'keypoints':
+    pred, _ = evaluator.predict(variables)
+    metrics = evaluator.metrics(pred)
+    coco_keypoints.write_results(stem + '_results.json',
+                                 evaluator.results(pred))
+    written.append(f'{stem}_results.json')
+  else:
+    metrics, _ = evaluator.evaluate(variables)
   with open(stem + '.json', 'w') as f:
     json.dump(dict(step=step, checkpoint=flags.FLAGS.checkpoint,
                    dataset=config.dataset.name, examples=evaluator.count,
@@ -52,7 +62,7 @@ def main(argv):
         f'{"on" if config.eval.flip else "off"}, boxes {config.eval.boxes}:')
   for name, value in metrics.items():
     print(f'  {name:28s} {value:.4f}')
-  print(f'written: {stem}.json, {stem}_results.json')
+  print(f'written: {", ".join(written)}')
 
 
 if __name__ == '__main__':

@@ -272,6 +272,26 @@ def test_detections_log_skipped_entries(tmp_path, caplog):
   assert 'dets.json: skipped 2 of 2' in caplog.text
 
 
+def test_keypoint_results_infer_joint_count_and_sort(tmp_path):
+  def kp(v):
+    return [v, v + 1, 0.9] * 3
+
+  path = tmp_path / 'poses.json'
+  path.write_text(json.dumps([
+      dict(image_id=1, category_id=1, keypoints=kp(1), score=0.3),
+      dict(image_id=1, category_id=1, keypoints=kp(5), score=0.8),
+      dict(image_id=1, category_id=1, keypoints=[1, 2, 3], score=0.9),
+      dict(image_id=2, category_id=1, keypoints=kp(2), score=0.01)]))
+  out = coco.load_keypoint_results(str(path), [1, 2], min_score=0.1)
+  people, scores = out[1]
+  assert people.shape == (2, 3, 3) and people.dtype == np.float32
+  np.testing.assert_allclose(scores, [0.8, 0.3])
+  np.testing.assert_allclose(people[0, 0], [5, 6, 0.9])
+  assert out[2][0].shape == (0, 3, 3)
+  # With the count given, entries of another size are the malformed ones.
+  assert len(coco.load_keypoint_results(str(path), [1, 2], 1)[1][0]) == 1
+
+
 # --- real data ---------------------------------------------------------------
 
 

@@ -148,7 +148,7 @@ def test_build_passes_fields_and_converts_dtype():
 def test_build_rejects_unknown_name_field_and_dtype():
   cfg = registry.default_config('hourglass')
   cfg.name = 'resnet'
-  with pytest.raises(ValueError, match="'resnet'.*'cpm', 'hourglass'"):
+  with pytest.raises(ValueError, match="'resnet'.*'cpm', 'hnet_unet', 'hourglass'"):
     registry.build(cfg, 17)
   with pytest.raises(ValueError, match='known'):
     registry.default_config('resnet')

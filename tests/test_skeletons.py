@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import cocoeval
 
+from hpe_jax.data import datasets
 from hpe_jax.data import skeleton_conversion
 from hpe_jax.data import skeletons
 
@@ -115,3 +116,20 @@ def test_mpii_lsp_round_trip_and_body25_from_coco():
   with pytest.raises(ValueError, match='coco17'):
     skeleton_conversion.convert_keypoints(coco[:5], skeletons.COCO17,
                                           skeletons.LSP14)
+
+
+def test_converted_dataset_has_the_target_skeleton():
+  config = datasets.default_config()
+  config.synthetic.update(num_eval=2, image_size=(64, 64))
+  plain = datasets.build(config, 'eval')
+  config.skeleton = 'lsp14'
+  converted = datasets.build(config, 'eval')
+  assert datasets.skeleton(config) is skeletons.LSP14
+  assert converted.skeleton is skeletons.LSP14 and converted.has_masks
+  ann, ex = plain.annotation(1), converted[1]
+  np.testing.assert_array_equal(
+      ex['keypoints'], skeleton_conversion.convert_keypoints(
+          ann['keypoints'], skeletons.COCO17, skeletons.LSP14))
+  np.testing.assert_array_equal(ex['person_masks'], plain[1]['person_masks'])
+  config.skeleton = 'coco17'  # the dataset's own: no wrapper
+  assert datasets.build(config, 'eval').skeleton is skeletons.COCO17

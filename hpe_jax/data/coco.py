@@ -366,10 +366,75 @@ def load_detections(
   image_ids = (coco_dataset_or_image_ids.image_ids
                if isinstance(coco_dataset_or_image_ids, CocoKeypoints)
                else coco_dataset_or_image_ids)
+
+  def parse(entry):
+    x, y, w, h = _numbers(entry.get('bbox'), 'bbox', 4)
+    if w < 0 or h < 0:
+      raise _MalformedEntry(f'bbox has negative size {w} x {h}')
+    return np.array([x, y, x + w, y + h], np.float32)
+
+  detections = {}
+  for image_id, (boxes, scores) in _read_results(
+      path, image_ids, parse, 'detections', min_score).items():
+    detections[image_id] = (np.array(boxes, np.float32).reshape(-1, 4),
+                            np.asarray(scores, np.float32))
+  return detections
+
+
+def load_keypoint_results(
+    path: str, image_ids: Iterable[int], num_joints: int | None = None,
+    min_score: float = 0.0) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+  """Reads people's keypoints from a COCO keypoint results file.
+
+  Args:
+    path: JSON list of ``{image_id, category_id, keypoints: [x, y, s] * K,
+      score}`` (what ``python -m hpe_jax.predict`` writes).
+    image_ids: the image ids the results are for.
+    num_joints: K; None takes it from the file's first person entry.
+    min_score: people scoring lower are dropped.
+
+  Returns:
+    For every image id, ``(keypoints, scores)``: float32 [N, K, 3] (the
+    third value is the joint's score) and [N], highest score first.
+    Malformed entries are skipped, counted and logged.
+
+  Raises:
+    example.DatasetError: the file is missing or not a JSON list.
+  """
+
+  if num_joints is None:
+    entries = _load_json(path)
+    first = next((e for e in entries if isinstance(e, dict) and
+                  e.get('category_id') == PERSON_CATEGORY_ID and
+                  isinstance(e.get('keypoints'), list)), None
+                 ) if isinstance(entries, list) else None
+    num_joints = len(first['keypoints']) // 3 if first else 0
+
+  def parse(entry):
+    return _numbers(entry.get('keypoints'), 'keypoints', 3 * num_joints
+                    ).reshape(num_joints, 3).astype(np.float32)
+
+  results = {}
+  for image_id, (people, scores) in _read_results(
+      path, image_ids, parse, 'people', min_score).items():
+    results[image_id] = (np.array(people, np.float32).reshape(
+        -1, num_joints, 3),
+                         np.asarray(scores, np.float32))
+  return results
+
+
+def _read_results(path: str, image_ids: Iterable[int], parse, what: str,
+                  min_score: float) -> dict[int, tuple[list, list]]:
+  """Person entries of a COCO results file, parsed, per image id.
+
+  Returns {image_id: (parsed values, scores)} for every id in `image_ids`,
+  highest score first; entries of other categories are ignored, and
+  malformed ones (unknown image id, bad numbers) are skipped and logged.
+  """
   found = {int(i): [] for i in image_ids}
   entries = _load_json(path)
   if not isinstance(entries, list):
-    raise example.DatasetError(f'{path}: expected a list of detections')
+    raise example.DatasetError(f'{path}: expected a list of {what}')
   skipped = []
   for i, entry in enumerate(entries):
     try:
@@ -379,21 +444,18 @@ def load_detections(
         continue
       if not _is_int(entry.get('image_id')) or entry['image_id'] not in found:
         raise _MalformedEntry(f'unknown image_id {entry.get("image_id")!r}')
-      x, y, w, h = _numbers(entry.get('bbox'), 'bbox', 4)
+      value = parse(entry)
       score, = _numbers([entry.get('score')], 'score')
-      if w < 0 or h < 0:
-        raise _MalformedEntry(f'bbox has negative size {w} x {h}')
     except _MalformedEntry as e:
       skipped.append(f'entry {i}: {e}')
       continue
     if score >= min_score:
-      found[entry['image_id']].append((x, y, x + w, y + h, score))
+      found[entry['image_id']].append((score, value))
   if skipped:
-    logging.warning('%s: skipped %d of %d detections, e.g. %s', path,
-                    len(skipped), len(entries), '; '.join(skipped[:3]))
-  detections = {}
+    logging.warning('%s: skipped %d of %d %s, e.g. %s', path, len(skipped),
+                    len(entries), what, '; '.join(skipped[:3]))
+  out = {}
   for image_id, rows in found.items():
-    rows = np.array(rows, np.float32).reshape(-1, 5)
-    rows = rows[np.argsort(-rows[:, 4], kind='stable')]
-    detections[image_id] = (rows[:, :4], rows[:, 4])
-  return detections
+    rows.sort(key=lambda row: -row[0])
+    out[image_id] = ([v for _, v in rows], [s for s, _ in rows])
+  return out

@@ -15,6 +15,9 @@ that root, defaulting to the dataset's standard layout:
   and ``images/``.
 * ``pascal_part``: the PASCAL-Part ``.mat`` layout.
 * ``cihp``: ``images/``, ``labels/`` and ``list/{train,val}_id.txt``.
+
+``config.dataset.skeleton`` (e.g. ``lsp14``) converts the keypoints of any
+dataset to another skeleton (`skeleton_conversion.ConvertedSkeleton`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from hpe_jax.data import example as example_lib
 from hpe_jax.data import lsp
 from hpe_jax.data import mpii
 from hpe_jax.data import part_masks
+from hpe_jax.data import skeleton_conversion
 from hpe_jax.data import skeletons
 from hpe_jax.data import synthetic
 
@@ -46,7 +50,21 @@ def skeleton(cfg: ml_collections.ConfigDict) -> skeletons.Skeleton | None:
   if cfg.name not in SKELETONS:
     raise ValueError(f'Unknown dataset {cfg.name!r}; known: '
                      f'{sorted(SKELETONS)}')
+  if cfg.skeleton:
+    return skeletons.get_skeleton(cfg.skeleton)
   return SKELETONS[cfg.name]
+
+
+PART_SCHEMAS = {'synthetic': skeletons.BODY_PARTS6, 'coco': None,
+                'lsp': None, 'mpii': None,
+                'pascal_part': skeletons.BODY_PARTS6,
+                'cihp': skeletons.CIHP20}
+
+
+def part_schema(cfg: ml_collections.ConfigDict) -> skeletons.PartSchema | None:
+  """The body-part labels of ``config.dataset`` (None: no part maps)."""
+  skeleton(cfg)  # checks the name
+  return PART_SCHEMAS[cfg.name]
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -54,6 +72,7 @@ def default_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       name='synthetic',
       root='',
+      skeleton='',  # convert keypoints to this skeleton ('' = the dataset's)
       synthetic=dict(
           num_train=2000, num_eval=200, image_size=(256, 256),
           max_people=3, seed=0),
@@ -83,6 +102,14 @@ def _path(root: str, relative: str) -> str:
 def build(cfg: ml_collections.ConfigDict,
           split: str) -> example_lib.ImageDataset:
   """The reader of `split` ('train' or 'eval') of ``config.dataset``."""
+  dataset = _build_reader(cfg, split)
+  if cfg.skeleton and dataset.skeleton != skeleton(cfg):
+    return skeleton_conversion.ConvertedSkeleton(dataset, skeleton(cfg))
+  return dataset
+
+
+def _build_reader(cfg: ml_collections.ConfigDict,
+                  split: str) -> example_lib.ImageDataset:
   if split not in SPLITS:
     raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
   name, root = cfg.name, cfg.root

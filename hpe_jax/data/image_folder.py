@@ -1,6 +1,7 @@
 """Unlabelled images from a file or a folder, for inference.
 
-`ImageFolder` presents images as an `ImageDataset` with no people, so the
+`ImageFolder` presents images as an `ImageDataset` with no people (or with
+given people: the poses the pose-conditioned mask network needs), so the
 predict command runs them through the same evaluation pipeline (crops from
 given or whole-image boxes) as labelled data. Image ids are the file stem
 when it is a number (as COCO's are, so COCO detection files match), else
@@ -10,6 +11,8 @@ the position in sorted order.
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 from hpe_jax.data import example
 from hpe_jax.data import files
@@ -36,6 +39,7 @@ class ImageFolder(example.ImageDataset):
   """Images without annotations; `skeleton` is what the model predicts."""
 
   def __init__(self, path: str, skeleton: skeletons.Skeleton):
+    """Lists the images of `path` (an image file or a folder)."""
     self.name = os.path.basename(os.path.normpath(path))
     self.skeleton = skeleton
     self.paths = list_images(path)
@@ -45,6 +49,12 @@ class ImageFolder(example.ImageDataset):
     self.image_ids = ([int(s) for s in stems] if numeric else
                       list(range(1, len(stems) + 1)))
     self._sizes: dict[int, tuple[int, int]] = {}
+    self._people: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+  def set_people(self, people: dict[int, tuple[np.ndarray, np.ndarray]]):
+    """Gives images people: {image_id: (keypoints [P, K, 3], boxes [P, 4])}.
+    """
+    self._people = dict(people)
 
   def __len__(self) -> int:
     return len(self.paths)
@@ -53,8 +63,15 @@ class ImageFolder(example.ImageDataset):
     if index not in self._sizes:
       self._sizes[index] = files.image_size(self.paths[index])
     h, w = self._sizes[index]
-    return dict(image_id=self.image_ids[index], image_path=self.paths[index],
-                height=h, width=w, **example.empty_people(self.num_joints))
+    image_id = self.image_ids[index]
+    people = example.empty_people(self.num_joints)
+    if image_id in self._people:
+      keypoints, boxes = self._people[image_id]
+      people.update(keypoints=keypoints, boxes=boxes,
+                    head_boxes=np.full_like(boxes, np.nan),
+                    is_crowd=np.zeros(len(boxes), bool))
+    return dict(image_id=image_id, image_path=self.paths[index], height=h,
+                width=w, **people)
 
   def load_pixels(self, index: int, annotation: example.Example):
     return {'image': files.read_image(self.paths[index])}

@@ -25,12 +25,17 @@ lowest of its inputs; if any input is unlabelled, the joint is unlabelled):
 
 Joints of the target that neither exist in the source nor have a rule (for
 example BODY-25's feet from COCO) are unlabelled: x = y = v = 0.
+
+`ConvertedSkeleton` applies a conversion to every example of a dataset
+(``config.dataset.skeleton``), e.g. to train the LSP-14 pose-mask network
+on COCO or the synthetic people.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from hpe_jax.data import example
 from hpe_jax.data import skeletons
 
 _FACE = ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear')
@@ -110,3 +115,32 @@ def convert_keypoints(keypoints: np.ndarray, src: skeletons.Skeleton,
         joint = np.zeros(keypoints.shape[:-2] + (3,), np.float32)
     joints.append(joint)
   return np.stack(joints, -2)
+
+
+class ConvertedSkeleton(example.ImageDataset):
+  """The examples of `dataset` with keypoints converted to `skeleton`."""
+
+  def __init__(self, dataset: example.ImageDataset,
+               skeleton: skeletons.Skeleton):
+    if dataset.skeleton is None:
+      raise ValueError(f'{dataset.name} has no keypoints to convert to '
+                       f'{skeleton.name}')
+    self.dataset = dataset
+    self.name = f'{dataset.name}@{skeleton.name}'
+    self.skeleton = skeleton
+    self.part_schema = dataset.part_schema
+    self.has_masks = dataset.has_masks
+    self.num_skipped = dataset.num_skipped
+
+  def __len__(self) -> int:
+    return len(self.dataset)
+
+  def annotation(self, index: int) -> example.Example:
+    ann = dict(self.dataset.annotation(index))
+    ann['keypoints'] = convert_keypoints(ann['keypoints'],
+                                         self.dataset.skeleton, self.skeleton)
+    return ann
+
+  def load_pixels(self, index: int,
+                  annotation: example.Example) -> example.Example:
+    return self.dataset.load_pixels(index, annotation)

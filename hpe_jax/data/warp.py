@@ -83,3 +83,17 @@ def warp_part_map(part_map: np.ndarray, warp: Warp, geometry: Geometry,
                   schema: skeletons.PartSchema) -> np.ndarray:
   parts = warp_labels(part_map, warp, geometry)
   return schema.flip_lut[parts] if warp.flip else parts
+
+
+def labels_to_image(labels: np.ndarray, affine: np.ndarray,
+                    shape) -> np.ndarray:
+  """Labels on a model's output grid, mapped back into the image.
+
+  `affine` maps image pixels to the grid (a batch's ``affine``), so each
+  image pixel reads the nearest label at its grid position (0 outside the
+  grid). `shape` is the image's (height, width, ...).
+  """
+  return cv2.warpAffine(labels.astype(np.uint8), affine.astype(np.float64),
+                        (shape[1], shape[0]),
+                        flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=0)

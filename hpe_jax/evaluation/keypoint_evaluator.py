@@ -29,6 +29,7 @@ import numpy as np
 from hpe_jax import visualization
 from hpe_jax.data import example as example_lib
 from hpe_jax.data import pipeline
+from hpe_jax.evaluation import batched_prediction
 from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.evaluation import pck
 from hpe_jax.ops import heatmap_decoding
@@ -100,7 +101,7 @@ class KeypointEvaluator:
         batch_size=sharding.per_process_batch_size(batch_size, mesh),
         detections=detections, shard_index=jax.process_index(),
         shard_count=jax.process_count())
-    self._predict = make_predict_fn(model, dataset.skeleton, eval_cfg, mesh)
+    self.predict_fn = make_predict_fn(model, dataset.skeleton, eval_cfg, mesh)
     self.metric_names = self._metric_names()
 
   def _metric_names(self) -> list[str]:
@@ -134,11 +135,8 @@ class KeypointEvaluator:
     keys = ('image_id', 'person_index', 'gt_keypoints', 'box', 'head_box',
             'score', 'valid')
     collected, previews = [], []
-    for batch in self.batches:
-      global_batch = sharding.to_global(batch, self.mesh)
-      out = self._predict(variables, global_batch)
-      host = {k: sharding.to_host(v) for k, v in out.items()}
-      host.update({k: sharding.to_host(global_batch[k]) for k in keys})
+    for host, global_batch in batched_prediction.host_predictions(
+        self.batches, self.predict_fn, variables, self.mesh, keys):
       if not previews:
         previews = self._previews(sharding.to_host(global_batch['image']),
                                   host)
@@ -147,9 +145,7 @@ class KeypointEvaluator:
               for k in collected[0]}
     valid = merged.pop('valid')
     result = {k: v[valid] for k, v in merged.items()}
-    if len(result['image_id']) != self.count:
-      raise RuntimeError(f'evaluated {len(result["image_id"])} examples of '
-                         f'{self.count}: damaged samples were skipped')
+    batched_prediction.check_all_seen(len(result['image_id']), self.count, 'examples')
     return result, previews
 
   def _previews(self, images, host) -> list[np.ndarray]:

@@ -17,11 +17,12 @@ Array = Any
 Dtype = Any
 
 
-def batch_norm(train: bool, dtype: Dtype, name: str | None = None):
+def batch_norm(train: bool, dtype: Dtype, name: str | None = None,
+               bias_init=nn.initializers.zeros):
   """BatchNorm with the project settings; running stats in `batch_stats`."""
   return nn.BatchNorm(use_running_average=not train, momentum=0.9,
                       epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
-                      name=name)
+                      bias_init=bias_init, name=name)
 
 
 def conv(features: int, kernel_size: int, dtype: Dtype, *, strides: int = 1,

@@ -2,9 +2,11 @@
 
 A recipe's ``config.model`` starts from `default_config(name)`, which lists
 every field of that model with its default, and the training loop turns it
-into a Flax module with `build(config.model, num_joints)`. Fields map
+into a Flax module with `build(config.model, skeleton)`. Fields map
 one-to-one onto the module's constructor arguments, except ``dtype``, which
-the config holds as a string ('float32' or 'bfloat16').
+the config holds as a string ('float32' or 'bfloat16'), and the fields the
+dataset's skeleton fixes: ``num_joints`` and, for models that draw the
+skeleton (the pose-conditioned mask network), ``limbs``.
 """
 
 from __future__ import annotations
@@ -16,19 +18,27 @@ import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 
+from hpe_jax.data import skeletons
 from hpe_jax.models import cpm
+from hpe_jax.models import harmonic_unet
 from hpe_jax.models import hourglass
+from hpe_jax.models import pose_mask_net
+from hpe_jax.models import unet
 
 MODELS: dict[str, type[nn.Module]] = {
     'hourglass': hourglass.StackedHourglass,
     'cpm': cpm.ConvolutionalPoseMachine,
+    'unet': unet.UNet,
+    'hnet_unet': harmonic_unet.HarmonicUNet,
+    'pose_mask': pose_mask_net.PoseMaskNet,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}
 
-# Constructor fields the config never sets: the joint count comes from the
+# Constructor fields the config never sets: joints and limbs come from the
 # dataset's skeleton, the other two are Flax's own.
-_NOT_CONFIGURABLE = frozenset({'num_joints', 'parent', 'name'})
+_FROM_SKELETON = frozenset({'num_joints', 'limbs'})
+_NOT_CONFIGURABLE = _FROM_SKELETON | {'parent', 'name'}
 
 
 def _model_class(name: str) -> type[nn.Module]:
@@ -51,13 +61,15 @@ def default_config(name: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(name=name, **fields))
 
 
-def build(model_cfg: ml_collections.ConfigDict, num_joints: int) -> nn.Module:
+def build(model_cfg: ml_collections.ConfigDict,
+          skeleton: skeletons.Skeleton | int | None) -> nn.Module:
   """The (unbound) model module described by `model_cfg`.
 
   Args:
     model_cfg: ``name`` plus any of the model's fields (see
       `default_config`); fields left out take the module's defaults.
-    num_joints: heatmap channels.
+    skeleton: the dataset's skeleton (None: no keypoints), or just a joint
+      count for models that do not draw limbs.
 
   Returns:
     The Flax module.
@@ -78,4 +90,11 @@ def build(model_cfg: ml_collections.ConfigDict, num_joints: int) -> nn.Module:
       raise ValueError(f'model dtype must be one of {sorted(_DTYPES)}, got '
                        f'{kwargs["dtype"]!r}')
     kwargs['dtype'] = _DTYPES[kwargs['dtype']]
-  return model_class(num_joints=num_joints, **kwargs)
+  if isinstance(skeleton, int):
+    kwargs['num_joints'] = skeleton
+  else:
+    kwargs['num_joints'] = 0 if skeleton is None else skeleton.num_joints
+    if skeleton is not None and 'limbs' in {
+        f.name for f in dataclasses.fields(model_class)}:
+      kwargs['limbs'] = tuple(map(tuple, skeleton.limb_indices.tolist()))
+  return model_class(**kwargs)

@@ -62,3 +62,42 @@ def heatmap_targets(keypoints, visibility, size, sigma: float,
   weights = ((jnp.asarray(visibility) > 0) &
              in_grid(jnp.asarray(keypoints), size)).astype(jnp.float32)
   return gaussian_heatmaps(keypoints, weights, size, sigma, dtype), weights
+
+
+def people_heatmaps(keypoints, person_valid, size, sigma: float):
+  """Heatmaps of every person of full images, merged by maximum.
+
+  Args:
+    keypoints: [B, N, K, 3] x, y on the grid and visibility, N people.
+    person_valid: [B, N] which rows are people.
+    size: (height, width).
+    sigma: Gaussian standard deviation in grid pixels.
+
+  Returns:
+    (heatmaps [B, H, W, K], weights [B, K]): a channel counts when the
+    joint is labelled and on the grid for at least one person.
+  """
+  vis = keypoints[..., 2] * person_valid[..., None]
+  maps, weights = heatmap_targets(keypoints[..., :2], vis, size, sigma)
+  return maps.max(axis=1), weights.max(axis=1)
+
+
+# Pixels within one sigma of a joint (Gaussian >= exp(-1/2)) carry its label.
+_HARD_LABEL_LEVEL = 0.6065306597126334
+
+
+def joint_label_targets(heatmaps, soft: bool):
+  """Per-pixel targets over background + K joints from [B, H, W, K] maps.
+
+  Hard targets (int32 [B, H, W]): label k + 1 where joint k's Gaussian is
+  the largest and at least exp(-1/2) (within one sigma), 0 elsewhere. Soft
+  targets (float32 [B, H, W, K + 1]): the Gaussians as joint probabilities
+  (rescaled where they sum above 1) and the remainder as background.
+  """
+  if soft:
+    joints = heatmaps / jnp.maximum(1.0, heatmaps.sum(-1, keepdims=True))
+    background = 1.0 - joints.sum(-1, keepdims=True)
+    return jnp.concatenate([background, joints], axis=-1)
+  peak = heatmaps.max(-1)
+  return jnp.where(peak >= _HARD_LABEL_LEVEL, heatmaps.argmax(-1) + 1,
+                   0).astype(jnp.int32)

@@ -1,13 +1,19 @@
-"""Weighted losses of the keypoint models.
+"""Loss functions: heatmap MSE, soft Dice and cross-entropies.
 
-Every stack (hourglass) or stage (CPM) predicts heatmaps and is supervised
-(intermediate supervision); the total is a weighted sum whose weights come
-from ``config.loss`` and whose parts are logged by name.
+Keypoint models: every stack (hourglass) or stage (CPM) predicts heatmaps
+and is supervised (intermediate supervision); the total is a weighted sum
+whose weights come from ``config.loss`` and whose parts are logged by name.
+
+Segmentation models: soft Dice and cross-entropy over per-pixel softmaxes,
+with pixels of unknown label (255) left out. How the tasks weight and
+combine them is in `hpe_jax.training.tasks`.
 """
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
+import optax
 
 
 def heatmap_mse(pred, target, weights):
@@ -44,3 +50,42 @@ def stacked_heatmap_loss(stacked_pred, target, weights,
   total = sum(w * parts[f'heatmap_stack{i}']
               for i, w in enumerate(stack_weights))
   return total, parts
+
+
+def masked_mean(values, weights):
+  """Mean of `values` weighted by `weights` (0 where all weights are 0)."""
+  return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def soft_dice_loss(logits, labels, ignore_label: int = 255):
+  """1 - soft Dice of the softmax over [B, h, w, C] logits, foreground mean.
+
+  Probabilities and one-hot labels are summed over the whole batch per
+  class (pixels labelled `ignore_label` left out), and the Dice is averaged
+  over the foreground classes 1..C-1 (the person class for 2-class masks).
+  A class absent from both labels and predictions scores Dice 1.
+  """
+  num_classes = logits.shape[-1]
+  probs = jax.nn.softmax(logits, axis=-1)
+  known = (labels != ignore_label)[..., None].astype(probs.dtype)
+  onehot = jax.nn.one_hot(labels, num_classes, dtype=probs.dtype) * known
+  probs = probs * known
+  axes = tuple(range(probs.ndim - 1))
+  overlap = jnp.sum(probs * onehot, axes)
+  total = jnp.sum(probs, axes) + jnp.sum(onehot, axes)
+  dice = (2 * overlap + 1.0) / (total + 1.0)
+  return 1.0 - jnp.mean(dice[1:])
+
+
+def softmax_cross_entropy(logits, labels, ignore_label: int = 255):
+  """Mean per-pixel cross-entropy of integer labels, ignoring a label."""
+  known = labels != ignore_label
+  ce = optax.softmax_cross_entropy_with_integer_labels(
+      logits, jnp.where(known, labels, 0))
+  return masked_mean(ce, known.astype(ce.dtype))
+
+
+def soft_target_cross_entropy(logits, target_probs, weights):
+  """Mean per-pixel cross-entropy against probability maps, pixel-weighted."""
+  ce = optax.softmax_cross_entropy(logits, target_probs)
+  return masked_mean(ce, weights)

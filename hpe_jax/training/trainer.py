@@ -34,17 +34,16 @@ import optax
 from hpe_jax.data import coco
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
-from hpe_jax.data import warp
 from hpe_jax.evaluation import keypoint_evaluator
+from hpe_jax.evaluation import pose_mask_evaluator
+from hpe_jax.evaluation import segmentation_evaluator
 from hpe_jax.models import registry
-from hpe_jax.ops import heatmaps
-from hpe_jax.ops import images as images_lib
 from hpe_jax.training import checkpointing
-from hpe_jax.training import losses
 from hpe_jax.training import metric_writer
 from hpe_jax.training import optimizers
 from hpe_jax.training import preemption
 from hpe_jax.training import sharding
+from hpe_jax.training import tasks
 from hpe_jax.training import train_state
 
 CONFIG_FILE = 'config.json'
@@ -84,8 +83,9 @@ def _tuples(tree):
   return tree
 
 
-def build_model(config, num_joints: int):
-  model = registry.build(config.model, num_joints)
+def build_model(config, skeleton):
+  """The model of `config` for the dataset's `skeleton` (or joint count)."""
+  model = registry.build(config.model, skeleton)
   if model.output_stride != config.input.output_stride:
     raise ValueError(
         f'{config.model.name} predicts at stride {model.output_stride} but '
@@ -95,12 +95,12 @@ def build_model(config, num_joints: int):
 
 def init_state(model, tx, config, mesh) -> train_state.TrainState:
   """A fresh, replicated training state."""
-  h, w = config.input.image_size
+  inputs = make_task(config).init_inputs(tuple(config.input.image_size),
+                                          model.num_joints, model.dtype)
 
   def init(rng):
     params_rng, state_rng = jax.random.split(rng)
-    variables = model.init(params_rng, jnp.zeros((1, h, w, 3), model.dtype),
-                           train=False)
+    variables = model.init(params_rng, **inputs, train=False)
     return train_state.TrainState(
         step=jnp.zeros((), jnp.int32), params=variables['params'],
         batch_stats=variables.get('batch_stats', {}),
@@ -110,22 +110,23 @@ def init_state(model, tx, config, mesh) -> train_state.TrainState:
       jax.random.key_data(jax.random.key(config.seed)))
 
 
+def make_task(config):
+  """The `tasks` object of `config` (its loss and model inputs)."""
+  return tasks.make_task(config, pipeline.geometry(config.input).output_size)
+
+
 def train_step(state: train_state.TrainState, batch, *, model, tx, lr_fn,
-               loss_cfg, heatmap_size):
+               task):
   """One optimisation step on a global batch; returns state and metrics."""
-  images = images_lib.normalize(batch['image'], model.dtype)
-  kp = batch['keypoints']
-  # Targets are made here, on the device, from the warped keypoints.
-  target, weights = heatmaps.heatmap_targets(kp[..., :2], kp[..., 2],
-                                             heatmap_size, loss_cfg.sigma)
+  inputs = task.model_inputs(batch, model.dtype)
   dropout_rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params):
     out, updated = model.apply(
-        {'params': params, 'batch_stats': state.batch_stats}, images,
+        {'params': params, 'batch_stats': state.batch_stats}, **inputs,
         train=True, mutable=['batch_stats'], rngs={'dropout': dropout_rng})
-    loss, parts = losses.stacked_heatmap_loss(
-        out['heatmaps'], target, weights, loss_cfg.stack_weights)
+    # Targets are made here, on the device, from the warped labels.
+    loss, parts = task.loss(out, batch)
     return loss, (parts, updated['batch_stats'])
 
   (loss, (parts, batch_stats)), grads = jax.value_and_grad(
@@ -163,7 +164,7 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str,
   if step is None:
     raise FileNotFoundError(f'{ckpt.directory}: no {checkpoint} checkpoint')
   mesh = sharding.make_mesh()
-  model = build_model(config, datasets.skeleton(config.dataset).num_joints)
+  model = build_model(config, datasets.skeleton(config.dataset))
   tx, _ = optimizers.make_optimizer(config.optimizer, config.total_steps)
   state = ckpt.restore(step, init_state(model, tx, config, mesh))
   ckpt.close()
@@ -173,12 +174,9 @@ def load_trained(config: ml_collections.ConfigDict, workdir: str,
 def make_train_step(config, model, tx, lr_fn, mesh):
   """`train_step` jitted over the mesh: state replicated and donated, batch
   sharded."""
-  geometry = warp.Geometry(tuple(config.input.image_size),
-                           config.input.output_stride)
   return jax.jit(
       functools.partial(train_step, model=model, tx=tx, lr_fn=lr_fn,
-                        loss_cfg=config.loss,
-                        heatmap_size=geometry.output_size),
+                        task=make_task(config)),
       in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
       out_shardings=sharding.replicated(mesh), donate_argnums=0)
 
@@ -191,10 +189,20 @@ def _load_detections(config, dataset):
 
 
 def make_evaluator(config, dataset, model, mesh):
+  """The evaluator of the config's task over `dataset`."""
+  kwargs = dict(model=model, mesh=mesh,
+                batch_size=config.input.eval_batch_size)
+  if config.task == 'segmentation':
+    return segmentation_evaluator.SegmentationEvaluator(
+        dataset, config.input, config.eval, target=config.loss.mask_target,
+        **kwargs)
+  detections = _load_detections(config, dataset)
+  if config.task == 'pose_mask':
+    return pose_mask_evaluator.PoseMaskEvaluator(
+        dataset, config.input, config.eval, detections=detections,
+        **kwargs)
   return keypoint_evaluator.KeypointEvaluator(
-      dataset, config.input, config.eval, model=model, mesh=mesh,
-      batch_size=config.input.eval_batch_size,
-      detections=_load_detections(config, dataset))
+      dataset, config.input, config.eval, detections=detections, **kwargs)
 
 
 class _Averages:
@@ -257,7 +265,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       shard_index=jax.process_index(), shard_count=jax.process_count()))
 
   # Model, optimizer and state.
-  model = build_model(config, skeleton.num_joints)
+  model = build_model(config, skeleton)
   tx, lr_fn = optimizers.make_optimizer(config.optimizer, config.total_steps)
   state = init_state(model, tx, config, mesh)
 

@@ -1,0 +1,31 @@
+"""The evaluation loop every evaluator shares: padded batches through a
+jitted predict function, results gathered on the host.
+
+Each process feeds its own padded batches (`pipeline.eval_dataset`); they
+are assembled into global arrays over the mesh, predicted, and the outputs
+plus the requested batch keys come back as numpy arrays on every host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+
+from hpe_jax.training import sharding
+
+
+def host_predictions(batches: Iterable[dict], predict, variables, mesh,
+                     keys: Sequence[str]) -> Iterator[tuple[dict, dict]]:
+  """Yields (host dict of outputs and `keys`, the global batch) per batch."""
+  for batch in batches:
+    global_batch = sharding.to_global(batch, mesh)
+    out = predict(variables, global_batch)
+    host = {k: sharding.to_host(v) for k, v in out.items()}
+    host.update({k: sharding.to_host(global_batch[k]) for k in keys})
+    yield host, global_batch
+
+
+def check_all_seen(seen: int, expected: int, what: str) -> None:
+  """Raises unless every one of `expected` examples was evaluated."""
+  if seen != expected:
+    raise RuntimeError(f'evaluated {seen} {what} of {expected}: damaged '
+                       'samples were skipped')
