@@ -69,7 +69,13 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
     raise FileNotFoundError(f'{path}: no config; is {workdir!r} a workdir '
                             'of `python -m hpe_jax.main`?')
   with open(path) as f:
-    config = ml_collections.ConfigDict(_tuples(json.load(f)))
+    fields = _tuples(json.load(f))
+  # Fields added since a run was saved, with the value that keeps its
+  # meaning: runs from before tasks existed trained keypoint models on their
+  # dataset's own skeleton.
+  fields.setdefault('task', 'keypoints')
+  fields.get('dataset', {}).setdefault('skeleton', '')
+  config = ml_collections.ConfigDict(fields)
   config.lock()
   return config
 
