@@ -32,7 +32,6 @@ import sys
 from absl import app
 from absl import flags
 import cv2
-import jax
 import numpy as np
 
 from hpe_jax import cli
@@ -199,8 +198,7 @@ def predict_pose_masks(config, model, variables, mesh, skeleton):
                          'model)')
   folder = image_folder.ImageFolder(_INPUT.value, skeleton)
   folder.set_people(_people_from_poses(config, folder, skeleton))
-  predict = jax.jit(lambda v, b: pose_mask_evaluator.predict_mask(
-      v, b, model=model, dtype=model.dtype))
+  predict = pose_mask_evaluator.make_predict_fn(model, mesh)
   people = collections.defaultdict(list)
   for host, _ in batched_prediction.host_predictions(
       _batches(folder, config, mesh), predict, variables, mesh,

@@ -37,6 +37,14 @@ def predict_mask(variables, batch, *, model, dtype):
           'prior_labels': (out['prior'] > 0.5).astype(jnp.uint8)}
 
 
+def make_predict_fn(model, mesh):
+  """`predict_mask` jitted over the mesh: (variables, batch) -> dict."""
+  return jax.jit(
+      functools.partial(predict_mask, model=model, dtype=model.dtype),
+      in_shardings=(sharding.replicated(mesh),
+                    sharding.batch_sharding(mesh)))
+
+
 class PoseMaskEvaluator:
   """Scores the person masks of a pose-conditioned model (see above)."""
 
@@ -62,10 +70,7 @@ class PoseMaskEvaluator:
         dataset, input_cfg,
         batch_size=sharding.per_process_batch_size(batch_size, mesh),
         shard_index=jax.process_index(), shard_count=jax.process_count())
-    self.predict_fn = jax.jit(
-        functools.partial(predict_mask, model=model, dtype=model.dtype),
-        in_shardings=(sharding.replicated(mesh),
-                      sharding.batch_sharding(mesh)))
+    self.predict_fn = make_predict_fn(model, mesh)
     self.primary_metric = 'mask_iou'
 
   def evaluate(self, variables) -> tuple[dict[str, float], list[np.ndarray]]:
