@@ -41,7 +41,6 @@ from hpe_jax.data import datasets
 from hpe_jax.data import example
 from hpe_jax.data import files
 from hpe_jax.data import image_folder
-from hpe_jax.data import pipeline
 from hpe_jax.data import skeleton_conversion
 from hpe_jax.data import warp
 from hpe_jax.evaluation import batched_prediction
@@ -49,7 +48,6 @@ from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.evaluation import keypoint_evaluator
 from hpe_jax.evaluation import pose_mask_evaluator
 from hpe_jax.evaluation import segmentation_evaluator
-from hpe_jax.training import sharding
 
 _INPUT = flags.DEFINE_string('input', None, 'An image or a folder of them.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Folder for the outputs.')
@@ -85,14 +83,6 @@ def _stem(path: str) -> str:
 
 def _output(name: str) -> str:
   return os.path.join(_OUTPUT.value, name)
-
-
-def _batches(folder, config, mesh):
-  batches, _ = pipeline.eval_dataset(
-      folder, config.input,
-      batch_size=sharding.per_process_batch_size(
-          config.input.eval_batch_size, mesh))
-  return batches
 
 
 def predict_keypoints(config, model, variables, mesh, skeleton):
@@ -132,8 +122,10 @@ def predict_segmentation(config, model, variables, mesh, skeleton):
   paths = dict(zip(folder.image_ids, folder.paths))
   heads = [h for h in segmentation_evaluator.JOINT_OUTPUTS
            if model.joint_head in (h, 'both')]
+  batches, _ = batched_prediction.eval_batches(
+      folder, config.input, config.input.eval_batch_size, mesh)
   for host, _ in batched_prediction.host_predictions(
-      _batches(folder, config, mesh), predict, variables, mesh,
+      batches, predict, variables, mesh,
       ('image_id', 'affine', 'valid')):
     for i in np.flatnonzero(host['valid']):
       path = paths[int(host['image_id'][i])]
@@ -200,8 +192,10 @@ def predict_pose_masks(config, model, variables, mesh, skeleton):
   folder.set_people(_people_from_poses(config, folder, skeleton))
   predict = pose_mask_evaluator.make_predict_fn(model, mesh)
   people = collections.defaultdict(list)
+  batches, _ = batched_prediction.eval_batches(
+      folder, config.input, config.input.eval_batch_size, mesh)
   for host, _ in batched_prediction.host_predictions(
-      _batches(folder, config, mesh), predict, variables, mesh,
+      batches, predict, variables, mesh,
       ('image_id', 'person_index', 'affine', 'valid', 'gt_keypoints')):
     for i in np.flatnonzero(host['valid']):
       people[int(host['image_id'][i])].append(

@@ -1,16 +1,38 @@
 """The evaluation loop every evaluator shares: padded batches through a
 jitted predict function, results gathered on the host.
 
-Each process feeds its own padded batches (`pipeline.eval_dataset`); they
-are assembled into global arrays over the mesh, predicted, and the outputs
-plus the requested batch keys come back as numpy arrays on every host.
+Each process feeds its own padded batches (`eval_batches`); they are
+assembled into global arrays over the mesh, predicted by a function jitted
+with `jit_predict`, and the outputs plus the requested batch keys come back
+as numpy arrays on every host.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 
+import jax
+
+from hpe_jax.data import pipeline
 from hpe_jax.training import sharding
+
+
+def eval_batches(dataset, input_cfg, batch_size: int, mesh, detections=None):
+  """This process's padded evaluation batches of a global `batch_size`, and
+  the number of real examples over all processes (`pipeline.eval_dataset`).
+  """
+  return pipeline.eval_dataset(
+      dataset, input_cfg,
+      batch_size=sharding.per_process_batch_size(batch_size, mesh),
+      detections=detections, shard_index=jax.process_index(),
+      shard_count=jax.process_count())
+
+
+def jit_predict(predict, mesh):
+  """`predict(variables, batch)` jitted over the mesh: variables
+  replicated, batch sharded."""
+  return jax.jit(predict, in_shardings=(sharding.replicated(mesh),
+                                        sharding.batch_sharding(mesh)))
 
 
 def host_predictions(batches: Iterable[dict], predict, variables, mesh,

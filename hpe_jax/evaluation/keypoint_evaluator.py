@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import functools
 
-import jax
 import ml_collections
 import numpy as np
 
 from hpe_jax import visualization
 from hpe_jax.data import example as example_lib
-from hpe_jax.data import pipeline
 from hpe_jax.evaluation import batched_prediction
 from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.evaluation import pck
@@ -69,13 +67,11 @@ def predict_keypoints(variables, batch, *, model, flip_permutation,
 def make_predict_fn(model, skeleton, eval_cfg: ml_collections.ConfigDict,
                     mesh):
   """`predict_keypoints` jitted over the mesh: (variables, batch) -> dict."""
-  return jax.jit(
+  return batched_prediction.jit_predict(
       functools.partial(
           predict_keypoints, model=model,
           flip_permutation=skeleton.flip_permutation, flip=eval_cfg.flip,
-          decode=eval_cfg.decode, dtype=model.dtype),
-      in_shardings=(sharding.replicated(mesh),
-                    sharding.batch_sharding(mesh)))
+          decode=eval_cfg.decode, dtype=model.dtype), mesh)
 
 
 def _suffix(flip: bool) -> str:
@@ -96,11 +92,8 @@ class KeypointEvaluator:
     self.mesh = mesh
     self.stride = input_cfg.output_stride
     self.boxes = 'gt' if detections is None else 'detected'
-    self.batches, self.count = pipeline.eval_dataset(
-        dataset, input_cfg,
-        batch_size=sharding.per_process_batch_size(batch_size, mesh),
-        detections=detections, shard_index=jax.process_index(),
-        shard_count=jax.process_count())
+    self.batches, self.count = batched_prediction.eval_batches(
+        dataset, input_cfg, batch_size, mesh, detections)
     self.predict_fn = make_predict_fn(model, dataset.skeleton, eval_cfg, mesh)
     self.metric_names = self._metric_names()
 
@@ -145,7 +138,8 @@ class KeypointEvaluator:
               for k in collected[0]}
     valid = merged.pop('valid')
     result = {k: v[valid] for k, v in merged.items()}
-    batched_prediction.check_all_seen(len(result['image_id']), self.count, 'examples')
+    batched_prediction.check_all_seen(len(result['image_id']), self.count,
+                                      'examples')
     return result, previews
 
   def _previews(self, images, host) -> list[np.ndarray]:

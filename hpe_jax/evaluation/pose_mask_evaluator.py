@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import functools
 
-import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from hpe_jax import visualization
 from hpe_jax.data import example as example_lib
-from hpe_jax.data import pipeline
 from hpe_jax.evaluation import batched_prediction
 from hpe_jax.evaluation import segmentation_metrics
 from hpe_jax.ops import images as images_lib
@@ -39,10 +37,8 @@ def predict_mask(variables, batch, *, model, dtype):
 
 def make_predict_fn(model, mesh):
   """`predict_mask` jitted over the mesh: (variables, batch) -> dict."""
-  return jax.jit(
-      functools.partial(predict_mask, model=model, dtype=model.dtype),
-      in_shardings=(sharding.replicated(mesh),
-                    sharding.batch_sharding(mesh)))
+  return batched_prediction.jit_predict(
+      functools.partial(predict_mask, model=model, dtype=model.dtype), mesh)
 
 
 class PoseMaskEvaluator:
@@ -66,10 +62,8 @@ class PoseMaskEvaluator:
     self.dataset = dataset
     self.cfg = eval_cfg
     self.mesh = mesh
-    self.batches, self.count = pipeline.eval_dataset(
-        dataset, input_cfg,
-        batch_size=sharding.per_process_batch_size(batch_size, mesh),
-        shard_index=jax.process_index(), shard_count=jax.process_count())
+    self.batches, self.count = batched_prediction.eval_batches(
+        dataset, input_cfg, batch_size, mesh)
     self.predict_fn = make_predict_fn(model, mesh)
     self.primary_metric = 'mask_iou'
 

@@ -30,7 +30,6 @@ import numpy as np
 
 from hpe_jax import visualization
 from hpe_jax.data import example as example_lib
-from hpe_jax.data import pipeline
 from hpe_jax.evaluation import batched_prediction
 from hpe_jax.evaluation import pck
 from hpe_jax.evaluation import segmentation_metrics
@@ -92,12 +91,10 @@ def make_predict_fn(model, skeleton, part_schema, flip: bool, mesh):
     lut = part_schema.flip_lut[:model.num_classes].astype(np.int32)
   perm = (skeleton.flip_permutation if skeleton is not None
           else np.zeros(0, np.int32))
-  return jax.jit(
+  return batched_prediction.jit_predict(
       functools.partial(predict_segmentation, model=model, flip=flip,
                         class_flip_lut=lut, joint_flip_permutation=perm,
-                        dtype=model.dtype),
-      in_shardings=(sharding.replicated(mesh),
-                    sharding.batch_sharding(mesh)))
+                        dtype=model.dtype), mesh)
 
 
 class SegmentationEvaluator:
@@ -131,10 +128,8 @@ class SegmentationEvaluator:
                        f'{self.num_classes}')
     self.heads = [h for h in JOINT_OUTPUTS
                   if getattr(model, 'joint_head', 'none') in (h, 'both')]
-    self.batches, self.count = pipeline.eval_dataset(
-        dataset, input_cfg,
-        batch_size=sharding.per_process_batch_size(batch_size, mesh),
-        shard_index=jax.process_index(), shard_count=jax.process_count())
+    self.batches, self.count = batched_prediction.eval_batches(
+        dataset, input_cfg, batch_size, mesh)
     self.predict_fn = make_predict_fn(
         model, dataset.skeleton,
         dataset.part_schema if target == 'part_map' else None,
