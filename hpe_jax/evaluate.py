@@ -9,8 +9,9 @@ The run's own config (``DIR/config.json``) is the starting point; any
 (a COCO detection results file, for top-down evaluation as in COCO's
 protocol) or another dataset root. The metrics are printed and written to
 ``DIR/eval/step<N><protocol>.json``; for keypoint models the predictions
-also go to a COCO keypoint results file (``...results.json``). Works for
-every task (keypoints, segmentation, pose_mask), with the metrics of its
+also go to a COCO keypoint results file (``...results.json``), for part_rcnn
+to COCO results with boxes, keypoints and masks. Works for every task
+(keypoints, segmentation, pose_mask, part_rcnn), with the metrics of its
 evaluator.
 """
 
@@ -44,14 +45,19 @@ def main(argv):
   os.makedirs(out_dir, exist_ok=True)
   stem = os.path.join(out_dir, f'step{step}{protocol_suffix(config)}')
   written = [f'{stem}.json']
+  results = None
   if config.task == 'keypoints':
     pred, _ = evaluator.predict(variables)
     metrics = evaluator.metrics(pred)
-    coco_keypoints.write_results(stem + '_results.json',
-                                 evaluator.results(pred))
-    written.append(f'{stem}_results.json')
+    results = evaluator.results(pred)
+  elif config.task == 'part_rcnn':
+    results, part_metrics, _ = evaluator.predict(variables)
+    metrics = evaluator.metrics(results, part_metrics)
   else:
     metrics, _ = evaluator.evaluate(variables)
+  if results is not None:
+    coco_keypoints.write_results(stem + '_results.json', results)
+    written.append(f'{stem}_results.json')
   with open(stem + '.json', 'w') as f:
     json.dump(dict(step=step, checkpoint=flags.FLAGS.checkpoint,
                    dataset=config.dataset.name, examples=evaluator.count,

@@ -45,7 +45,9 @@ from hpe_jax.data import skeleton_conversion
 from hpe_jax.data import warp
 from hpe_jax.evaluation import batched_prediction
 from hpe_jax.evaluation import coco_keypoints
+from hpe_jax.evaluation import instance_metrics
 from hpe_jax.evaluation import keypoint_evaluator
+from hpe_jax.evaluation import part_rcnn_evaluator
 from hpe_jax.evaluation import pose_mask_evaluator
 from hpe_jax.evaluation import segmentation_evaluator
 
@@ -98,7 +100,6 @@ def predict_keypoints(config, model, variables, mesh, skeleton):
   by_image = collections.defaultdict(list)
   for r in results:
     by_image[r['image_id']].append(r)
-  colors = visualization.label_palette()[1:]
   for path, image_id in zip(folder.paths, folder.image_ids):
     people = by_image[image_id]
     image = files.read_image(path)
@@ -107,7 +108,7 @@ def predict_keypoints(config, model, variables, mesh, skeleton):
           len(people), skeleton.num_joints, 3)
       image = visualization.draw_skeleton(
           image, kp, skeleton, threshold=_THRESHOLD.value,
-          person_colors=colors[np.arange(len(people)) % len(colors)])
+          person_colors=visualization.person_colors(len(people)))
     visualization.save_png(_output(f'{_stem(path)}.png'), image)
     coco_keypoints.write_results(_output(f'{_stem(path)}.json'), people)
   return len(folder), f'{len(results)} people'
@@ -201,7 +202,6 @@ def predict_pose_masks(config, model, variables, mesh, skeleton):
       people[int(host['image_id'][i])].append(
           (int(host['person_index'][i]), host['labels'][i],
            host['affine'][i], host['gt_keypoints'][i]))
-  colors = visualization.label_palette()[1:]
   count = 0
   for path, image_id in zip(folder.paths, folder.image_ids):
     image = files.read_image(path)
@@ -216,16 +216,52 @@ def predict_pose_masks(config, model, variables, mesh, skeleton):
       kp = np.stack([p[3] for p in found])
       drawn = visualization.draw_skeleton(
           drawn, kp, skeleton,
-          person_colors=colors[np.arange(len(found)) % len(colors)])
+          person_colors=visualization.person_colors(len(found)))
     visualization.save_png(_output(f'{_stem(path)}.png'), drawn)
     cv2.imwrite(_output(f'{_stem(path)}_labels.png'), instances)
     count += len(found)
   return len(folder), f'{count} people'
 
 
+def predict_people(config, model, variables, mesh, skeleton):
+  folder = image_folder.ImageFolder(_INPUT.value, skeleton)
+  min_score = _MIN_BOX_SCORE.value
+  predict = part_rcnn_evaluator.make_predict_fn(model, min_score, mesh)
+  paths = dict(zip(folder.image_ids, folder.paths))
+  results = []
+  batches, _ = batched_prediction.eval_batches(
+      folder, config.input, config.input.eval_batch_size, mesh)
+  for host, _ in batched_prediction.host_predictions(
+      batches, predict, variables, mesh, ('image_id', 'affine', 'valid')):
+    for i in np.flatnonzero(host['valid']):
+      image_id = int(host['image_id'][i])
+      path = paths[image_id]
+      image = files.read_image(path)
+      people = part_rcnn_evaluator.image_people(host, i, min_score)
+      instances = warp.labels_to_image(people['instances'],
+                                       host['affine'][i], image.shape)
+      parts = warp.labels_to_image(people['parts'], host['affine'][i],
+                                   image.shape)
+      found = instance_metrics.instance_results(
+          [image_id] * len(people['kept']), people['image_boxes'],
+          people['scores'], keypoints=people['keypoints'],
+          masks=[instances == d + 1 for d in people['kept']])
+      drawn = visualization.draw_people(
+          image, instances, parts, people['kept'], people['keypoints'],
+          skeleton, threshold=_THRESHOLD.value)
+      visualization.save_png(_output(f'{_stem(path)}.png'), drawn)
+      cv2.imwrite(_output(f'{_stem(path)}_instances.png'), instances)
+      cv2.imwrite(_output(f'{_stem(path)}_parts.png'), parts)
+      coco_keypoints.write_results(_output(f'{_stem(path)}.json'), found)
+      results += found
+  coco_keypoints.write_results(_output('results.json'), results)
+  return len(folder), f'{len(results)} people'
+
+
 PREDICTORS = {'keypoints': predict_keypoints,
               'segmentation': predict_segmentation,
-              'pose_mask': predict_pose_masks}
+              'pose_mask': predict_pose_masks,
+              'part_rcnn': predict_people}
 
 
 def main(argv):

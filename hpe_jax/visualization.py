@@ -91,6 +91,47 @@ def draw_skeleton(image: np.ndarray, keypoints: np.ndarray,
   return out
 
 
+def person_colors(num: int) -> np.ndarray:
+  """[num, 3] uint8: the colour of the n-th person (`label_palette` order)."""
+  colors = label_palette()[1:255]
+  return colors[np.arange(num) % len(colors)]
+
+
+def draw_people(image: np.ndarray, instances: np.ndarray, parts: np.ndarray,
+                people, keypoints, skeleton: skeletons.Skeleton,
+                threshold: float = 0.0, alpha: float = 0.6) -> np.ndarray:
+  """Every person's body parts and skeleton in that person's own colour.
+
+  Args:
+    image: [H, W, 3] uint8.
+    instances: [h, w] 0 nobody, d + 1 for detection d (any resolution; it
+      is resized to the image).
+    parts: [h, w] part labels (0 background, 1..P), same grid.
+    people: the detection indices d to draw, best first; the n-th gets
+      colour n.
+    keypoints: [len(people), K, 3] in image pixels, with scores.
+    skeleton: the keypoints' skeleton.
+    threshold: joints scoring at or below it are not drawn.
+    alpha: opacity of the part colours.
+
+  Parts are shades of the person's colour, from light (label 1) to dark,
+  so both who and which part a pixel is can be read.
+  """
+  instances = _resize_nearest(instances.astype(np.uint8), image.shape)
+  parts = _resize_nearest(parts.astype(np.uint8), image.shape)
+  colors = person_colors(len(people)).astype(np.float32)
+  shade = 1.25 - 0.5 * np.clip(parts, 1, None) / max(int(parts.max()), 1)
+  out = image.astype(np.float32)
+  for n, d in enumerate(people):
+    on = instances == d + 1
+    paint = np.clip(colors[n] * shade[..., None], 0, 255)
+    out[on] = (1 - alpha) * out[on] + alpha * paint[on]
+  if len(people):
+    return draw_skeleton(out.astype(np.uint8), keypoints, skeleton,
+                         threshold=threshold, person_colors=colors)
+  return out.astype(np.uint8)
+
+
 def put_text(image: np.ndarray, text: str) -> np.ndarray:
   out = np.ascontiguousarray(image.copy())
   cv2.putText(out, text, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35,

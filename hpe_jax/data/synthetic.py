@@ -84,8 +84,8 @@ from absl import app
 from absl import flags
 import cv2
 import numpy as np
-from pycocotools import mask as mask_utils
 
+from hpe_jax.data import coco_format
 from hpe_jax.data import example as example_lib
 from hpe_jax.data import skeletons
 
@@ -1279,41 +1279,6 @@ class SyntheticPeople(example_lib.ImageDataset):
 # COCO export.
 
 
-def coco_categories(
-    skeleton: skeletons.Skeleton = skeletons.COCO17) -> list[dict[str, Any]]:
-  """The COCO person category with `skeleton`'s names and 1-based limbs."""
-  return [dict(id=1, name='person', supercategory='person',
-               keypoints=list(skeleton.joint_names),
-               skeleton=(skeleton.limb_indices + 1).tolist())]
-
-
-def coco_image_entry(ex: example_lib.Example, file_name: str) -> dict[str, Any]:
-  """The COCO ``images`` entry of one example."""
-  return dict(id=int(ex['image_id']), file_name=file_name,
-              height=int(ex['height']), width=int(ex['width']))
-
-
-def coco_annotation_entries(ex: example_lib.Example,
-                            first_id: int) -> list[dict[str, Any]]:
-  """COCO keypoint annotations of one example (needs ``person_masks``)."""
-  entries = []
-  for p, mask in enumerate(ex['person_masks']):
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-    x1, y1, x2, y2 = (float(v) for v in ex['boxes'][p])
-    kp = ex['keypoints'][p]
-    flat = []
-    for x, y, v in kp:
-      flat += [float(x), float(y), int(v)]
-    entries.append(dict(
-        id=first_id + p, image_id=int(ex['image_id']), category_id=1,
-        keypoints=flat, num_keypoints=int((kp[:, 2] > 0).sum()),
-        bbox=[x1, y1, x2 - x1, y2 - y1], area=int(mask.sum()),
-        segmentation=dict(size=[int(s) for s in rle['size']],
-                          counts=rle['counts'].decode('ascii')),
-        iscrowd=0))
-  return entries
-
-
 def export(output_dir: str, num_images: int, seed: int = 0,
            jpeg_quality: int = 95, **dataset_kwargs) -> str:
   """Writes a COCO-format folder of `SyntheticPeople`; returns the JSON path.
@@ -1342,11 +1307,13 @@ def export(output_dir: str, num_images: int, seed: int = 0,
                      [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
     if not ok or not cv2.imwrite(png, ex['part_map']):
       raise OSError(f'could not write {jpg} or {png}')
-    images.append(coco_image_entry(ex, stem + '.jpg'))
-    annotations += coco_annotation_entries(ex, len(annotations) + 1)
+    images.append(coco_format.coco_image_entry(ex, stem + '.jpg'))
+    annotations += coco_format.coco_annotation_entries(
+        ex, len(annotations) + 1)
   coco = dict(
       info=dict(description='hpe_jax synthetic people', seed=int(seed)),
-      images=images, annotations=annotations, categories=coco_categories())
+      images=images, annotations=annotations,
+      categories=coco_format.coco_categories(dataset.skeleton))
   path = os.path.join(output_dir, 'annotations.json')
   with open(path, 'w') as f:
     json.dump(coco, f, separators=(',', ':'))

@@ -81,7 +81,7 @@ def write_results(path: str | os.PathLike, results: list[dict[str, Any]]):
     json.dump(results, f)
 
 
-def _quiet(verbose: bool):
+def quiet(verbose: bool):
   """Context that swallows pycocotools' progress prints unless `verbose`."""
   if verbose:
     return contextlib.nullcontext()
@@ -116,7 +116,7 @@ def evaluate_keypoints(coco_gt: coco_api.COCO | str | os.PathLike,
   if not results:
     # pycocotools' loadRes cannot build an empty results set.
     return dict.fromkeys(names, 0.0)
-  with _quiet(verbose):
+  with quiet(verbose):
     if not isinstance(coco_gt, coco_api.COCO):
       coco_gt = coco_api.COCO(os.fspath(coco_gt))
     # loadRes adds 'area', 'bbox' and 'id' to each dict it is given.

@@ -22,6 +22,7 @@ from hpe_jax.data import skeletons
 from hpe_jax.models import cpm
 from hpe_jax.models import harmonic_unet
 from hpe_jax.models import hourglass
+from hpe_jax.models import part_rcnn
 from hpe_jax.models import pose_mask_net
 from hpe_jax.models import unet
 
@@ -31,6 +32,7 @@ MODELS: dict[str, type[nn.Module]] = {
     'unet': unet.UNet,
     'hnet_unet': harmonic_unet.HarmonicUNet,
     'pose_mask': pose_mask_net.PoseMaskNet,
+    'part_rcnn': part_rcnn.PartRCNN,
 }
 
 _DTYPES = {'float32': jnp.float32, 'bfloat16': jnp.bfloat16}

@@ -5,8 +5,11 @@ and is supervised (intermediate supervision); the total is a weighted sum
 whose weights come from ``config.loss`` and whose parts are logged by name.
 
 Segmentation models: soft Dice and cross-entropy over per-pixel softmaxes,
-with pixels of unknown label (255) left out. How the tasks weight and
-combine them is in `hpe_jax.training.tasks`.
+with pixels of unknown label (255) left out.
+
+Multi-person detection (part_rcnn): CenterNet's focal loss on the centre
+heatmap, and Mask R-CNN's spatial cross-entropy for per-RoI keypoints. How
+the tasks weight and combine them is in `hpe_jax.training.tasks`.
 """
 
 from __future__ import annotations
@@ -89,3 +92,35 @@ def soft_target_cross_entropy(logits, target_probs, weights):
   """Mean per-pixel cross-entropy against probability maps, pixel-weighted."""
   ce = optax.softmax_cross_entropy(logits, target_probs)
   return masked_mean(ce, weights)
+
+
+def center_focal_loss(logits, target, num_objects):
+  """CenterNet's penalty-reduced focal loss (alpha 2, beta 4), summed over
+  [B, h, w] cells and divided by the number of objects.
+
+  `target` is 1 at object centres and a Gaussian falling off around them;
+  cells near a centre are penalised less for firing (the (1 - target)**4
+  factor), as they would still give a good box.
+  """
+  logits = logits.astype(jnp.float32)
+  p = jax.nn.sigmoid(logits)
+  positive = (target >= 1.0).astype(jnp.float32)
+  pos = -jax.nn.log_sigmoid(logits) * jnp.square(1 - p) * positive
+  neg = (-jax.nn.log_sigmoid(-logits) * jnp.square(p) *
+         (1 - target) ** 4 * (1 - positive))
+  return (pos.sum() + neg.sum()) / jnp.maximum(num_objects, 1.0)
+
+
+def spatial_cross_entropy(logits, target_maps, weights):
+  """Cross-entropy of a softmax over the positions of each channel.
+
+  Mask R-CNN's keypoint loss: every [..., H, W, K] channel is one
+  distribution over its H * W positions, scored against `target_maps` (any
+  non-negative maps, normalised here) and averaged with `weights` [..., K].
+  """
+  *lead, h, w, k = logits.shape
+  logits = jnp.moveaxis(logits.astype(jnp.float32), -1, -3).reshape(
+      *lead, k, h * w)
+  target = jnp.moveaxis(target_maps, -1, -3).reshape(*lead, k, h * w)
+  target = target / jnp.maximum(target.sum(-1, keepdims=True), 1e-12)
+  return masked_mean(optax.softmax_cross_entropy(logits, target), weights)

@@ -12,6 +12,12 @@
 * ``pose_mask``: the pose-conditioned person-mask network on top-down crops;
   the model also takes the person's keypoints; MSE (or BCE) of its tanh
   output against the person mask mapped to -1 / +1.
+* ``part_rcnn``: the multi-person detector + RoI head on full images; the
+  model also takes the ground-truth boxes (its RoIs in training). CenterNet
+  focal loss on the centre heatmap and L1 on log box sizes and centre
+  offsets; per RoI, sigmoid cross-entropy of the whole-body channel, a
+  softmax cross-entropy over the 6 part channels inside the body (of that
+  RoI's person) and Mask R-CNN's spatial cross-entropy of the keypoints.
 
 A task object is static under ``jax.jit``: `model_inputs` picks and
 normalises what the model takes from a batch, `loss` returns the total and
@@ -26,13 +32,16 @@ from typing import Any
 
 import jax.numpy as jnp
 import ml_collections
+import optax
 
 from hpe_jax.data import skeletons
+from hpe_jax.ops import center_detection
 from hpe_jax.ops import heatmaps
 from hpe_jax.ops import images as images_lib
+from hpe_jax.ops import roi_align
 from hpe_jax.training import losses
 
-TASKS = ('keypoints', 'segmentation', 'pose_mask')
+TASKS = ('keypoints', 'segmentation', 'pose_mask', 'part_rcnn')
 MASK_TARGETS = ('mask', 'part_map')
 SOFTMAX_TARGETS = ('hard', 'gaussian')
 POSE_MASK_LOSSES = ('mse', 'bce')
@@ -58,6 +67,16 @@ def default_loss_config(task: str) -> ml_collections.ConfigDict:
     )
   elif task == 'pose_mask':
     fields = dict(name='mse')  # or 'bce'
+  elif task == 'part_rcnn':
+    fields = dict(
+        center_weight=1.0,  # focal loss on the centre heatmap
+        size_weight=1.0,  # L1 on log box width and height
+        offset_weight=1.0,  # L1 on the centre's sub-cell offset
+        body_weight=1.0,  # sigmoid cross-entropy of the whole-body mask
+        parts_weight=1.0,  # softmax cross-entropy of the parts in the body
+        keypoint_weight=0.5,  # spatial cross-entropy per joint
+        keypoint_sigma=2.0,  # target Gaussians, in cells of a 56 grid
+    )
   else:
     raise ValueError(f'task must be one of {TASKS}, got {task!r}')
   return ml_collections.ConfigDict(fields)
@@ -175,8 +194,84 @@ class PoseMaskTask(_ImageTask):
     return value, {f'mask_{self.loss_cfg.name}': value}
 
 
+@dataclasses.dataclass(frozen=True)
+class PartRCNNTask(_ImageTask):
+  """Detection plus per-person part masks and keypoints, on full images.
+
+  Targets come from the full-image sample at output stride 1: ``boxes`` and
+  ``person_valid`` for the detector; for RoI r (person slot r, jittered
+  box) the crops of ``instance_map`` == r + 1 (whole body) and of
+  ``part_map`` within it, and that person's ``keypoints`` on the RoI grid.
+  Pixels of unknown label are left out, as are part labels of data without
+  part maps (COCO-format masks train the body channel only).
+  """
+
+  def model_inputs(self, batch, dtype) -> dict:
+    return {'images': images_lib.normalize(batch['image'], dtype),
+            'boxes': batch['boxes'], 'box_valid': batch['person_valid']}
+
+  def loss(self, outputs, batch):
+    cfg = self.loss_cfg
+    valid = batch['person_valid'] & batch['valid'][:, None]
+    parts = self._detector_loss(outputs, batch['boxes'], valid)
+    parts.update(self._roi_loss(outputs, batch))
+    total = sum(cfg[f'{name}_weight'] * value
+                for name, value in parts.items())
+    return total, parts
+
+  def _detector_loss(self, outputs, boxes, valid):
+    heat = outputs['center_logits']
+    stride = self.output_size[0] // heat.shape[1]
+    t = center_detection.center_targets(boxes, valid, heat.shape[1:],
+                                        stride)
+    count = t['weight'].sum()
+    weight = t['weight'][..., None]
+
+    def l1(name, target):
+      pred = center_detection.gather_cells(outputs[name], t['index'])
+      return (jnp.abs(pred.astype(jnp.float32) - target) * weight).sum() / (
+          2 * jnp.maximum(count, 1.0))
+
+    return {'center': losses.center_focal_loss(heat, t['heatmap'], count),
+            'size': l1('log_sizes', t['log_size']),
+            'offset': l1('offsets', t['offset'])}
+
+  def _roi_loss(self, outputs, batch):
+    rois = outputs['rois']
+    logits = outputs['mask_logits'].astype(jnp.float32)
+    r, m = rois.shape[1], logits.shape[2]
+    roi_valid = outputs['roi_valid'] & batch['valid'][:, None]
+    ignore = skeletons.IGNORE_LABEL
+    instances = roi_align.crop_labels(batch['instance_map'], rois, m)
+    part_map = roi_align.crop_labels(batch['part_map'], rois, m)
+    body = instances == jnp.arange(1, r + 1)[None, :, None, None]
+    known = (instances != ignore) & roi_valid[:, :, None, None]
+    body_loss = losses.masked_mean(
+        optax.sigmoid_binary_cross_entropy(logits[..., -1],
+                                           body.astype(jnp.float32)),
+        known.astype(jnp.float32))
+    # Parts compete only inside the person (a softmax over the part
+    # channels): the body channel already says where the person is.
+    labelled = known & body & (part_map != ignore) & (part_map > 0)
+    part_loss = losses.softmax_cross_entropy(
+        logits[..., :-1],
+        jnp.where(labelled, part_map.astype(jnp.int32) - 1, ignore))
+
+    # Keypoints (input pixels at stride 1) onto each RoI's m x m grid.
+    kp = batch['keypoints'][:, :r]
+    origin = rois[:, :, None, :2]
+    size = jnp.maximum(rois[:, :, None, 2:] - origin, 1e-3)
+    grid_xy = (kp[..., :2] + 0.5 - origin) / size * m - 0.5
+    sigma = self.loss_cfg.keypoint_sigma * m / 56
+    maps, kp_weights = heatmaps.heatmap_targets(grid_xy, kp[..., 2], (m, m),
+                                                sigma)
+    keypoints = losses.spatial_cross_entropy(
+        outputs['keypoint_logits'], maps, kp_weights * roi_valid[..., None])
+    return {'body': body_loss, 'parts': part_loss, 'keypoint': keypoints}
+
+
 _TASK_CLASSES = {'keypoints': KeypointTask, 'segmentation': SegmentationTask,
-                 'pose_mask': PoseMaskTask}
+                 'pose_mask': PoseMaskTask, 'part_rcnn': PartRCNNTask}
 
 
 def make_task(config: ml_collections.ConfigDict, output_size):

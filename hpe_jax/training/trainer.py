@@ -35,6 +35,7 @@ from hpe_jax.data import coco
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
 from hpe_jax.evaluation import keypoint_evaluator
+from hpe_jax.evaluation import part_rcnn_evaluator
 from hpe_jax.evaluation import pose_mask_evaluator
 from hpe_jax.evaluation import segmentation_evaluator
 from hpe_jax.models import registry
@@ -74,7 +75,9 @@ def load_config(workdir: str) -> ml_collections.ConfigDict:
   # meaning: runs from before tasks existed trained keypoint models on their
   # dataset's own skeleton.
   fields.setdefault('task', 'keypoints')
-  fields.get('dataset', {}).setdefault('skeleton', '')
+  dataset = fields.get('dataset', {})
+  dataset.setdefault('skeleton', '')
+  dataset.get('synthetic', {}).setdefault('person_height', (0.25, 1.0))
   config = ml_collections.ConfigDict(fields)
   config.lock()
   return config
@@ -126,11 +129,14 @@ def train_step(state: train_state.TrainState, batch, *, model, tx, lr_fn,
   """One optimisation step on a global batch; returns state and metrics."""
   inputs = task.model_inputs(batch, model.dtype)
   dropout_rng = jax.random.fold_in(state.rng, state.step)
+  # The RoI box jitter of part_rcnn; models without it ignore the stream.
+  rngs = {'dropout': dropout_rng,
+          'jitter': jax.random.fold_in(dropout_rng, 1)}
 
   def loss_fn(params):
     out, updated = model.apply(
         {'params': params, 'batch_stats': state.batch_stats}, **inputs,
-        train=True, mutable=['batch_stats'], rngs={'dropout': dropout_rng})
+        train=True, mutable=['batch_stats'], rngs=rngs)
     # Targets are made here, on the device, from the warped labels.
     loss, parts = task.loss(out, batch)
     return loss, (parts, updated['batch_stats'])
@@ -202,6 +208,9 @@ def make_evaluator(config, dataset, model, mesh):
     return segmentation_evaluator.SegmentationEvaluator(
         dataset, config.input, config.eval, target=config.loss.mask_target,
         **kwargs)
+  if config.task == 'part_rcnn':
+    return part_rcnn_evaluator.PartRCNNEvaluator(
+        dataset, config.input, config.eval, **kwargs)
   detections = _load_detections(config, dataset)
   if config.task == 'pose_mask':
     return pose_mask_evaluator.PoseMaskEvaluator(
