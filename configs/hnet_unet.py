@@ -22,6 +22,12 @@ batch 16, 400 Adam steps at 2e-3 with Dice + cross-entropy. On 2 CPU cores:
 untrained (it calls most pixels person) -> 0.424, mask IoU 0.150 -> 0.293.
 Options: ``--config.model.orders=(0,1,2)``,
 ``--config.model.kernel_size=5``.
+
+Sweep (`get_hyper`): the plain U-Net against the harmonic one, both
+smoke-sized:
+
+  python -m launch.sweep --config=configs/hnet_unet.py \
+      --workdir_root=/tmp/unet_vs_hnet
 """
 
 from hpe_jax.training import base_config
@@ -41,3 +47,8 @@ def get_config(arg=None):
     base_config.use_segmentation_smoke_schedule(config, total_steps=400)
   config.lock()
   return config
+
+
+def get_hyper(h):
+  return h.sweep('config', ['configs/unet.py:smoke',
+                            'configs/hnet_unet.py:smoke'])

@@ -26,6 +26,12 @@ Arguments (comma-separated):
 
 Any field can be overridden: ``--config.model.num_stacks=2``,
 ``--config.total_steps=1000``, ``--config.model.dtype=bfloat16``, ...
+
+Sweep (`get_hyper`): 1, 2, 4 and 8 stacks, the paper's ablation; smoke-sized
+on 2 CPU cores:
+
+  python -m launch.sweep --config=configs/hourglass.py:smoke \
+      --workdir_root=/tmp/hg_stacks
 """
 
 from hpe_jax.training import base_config
@@ -57,3 +63,7 @@ def get_config(arg=None):
     base_config.use_smoke_schedule(config, total_steps=600, batch_size=32)
   config.lock()
   return config
+
+
+def get_hyper(h):
+  return h.sweep('model.num_stacks', [1, 2, 4, 8])

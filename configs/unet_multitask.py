@@ -28,6 +28,11 @@ validation mask Dice from 0.003 untrained to 0.415 (``reg``), 0.261
 (``softmax``), 0.207 (``regsoftmax``), 0.175 (``triple``). The joint heads
 do not learn to place joints in so few steps: PCK@0.2 stays at 0.01-0.03,
 as untrained.
+
+Sweep (`get_hyper`): the four heads, smoke-sized:
+
+  python -m launch.sweep --config=configs/unet_multitask.py \
+      --workdir_root=/tmp/unet_heads
 """
 
 from hpe_jax.training import base_config
@@ -57,3 +62,7 @@ def get_config(arg=None):
     config.loss.sigma = 1.5
   config.lock()
   return config
+
+
+def get_hyper(h):
+  return h.sweep('arg', [f'{head},smoke' for head in HEADS])

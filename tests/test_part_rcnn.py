@@ -3,6 +3,9 @@ composing people into instance and part maps, training, evaluation and
 prediction."""
 
 import json
+import os
+import subprocess
+import sys
 
 import cv2
 import jax
@@ -19,6 +22,7 @@ from hpe_jax.training import losses
 from hpe_jax.training import metric_writer
 from hpe_jax.training import tasks
 from hpe_jax.training import trainer
+from conftest import ROOT
 from test_commands import run
 from test_segmentation_training import recipe
 
@@ -255,3 +259,35 @@ def test_trains_on_coco_format_masks(shared_data, tmp_path):
   assert 'part_miou_matched' not in metrics
   line = metric_writer.read_metrics(str(tmp_path))[0]
   assert np.isfinite(line['train/loss/body'])
+
+
+def test_one_and_eight_devices_give_the_same_losses(tmp_path):
+  """Detector targets, RoI jitter and the RoI head do not depend on how
+  the batch is split over devices."""
+  flags = ['--config=configs/part_rcnn.py:smoke', '--config.model.features=8',
+           '--config.model.levels=1', '--config.model.head_features=8',
+           '--config.model.head_convs=1', '--config.input.image_size=(32,32)',
+           '--config.dataset.synthetic.image_size=(32,32)',
+           '--config.dataset.synthetic.num_train=64',
+           '--config.dataset.synthetic.num_eval=8',
+           '--config.input.batch_size=8', '--config.input.eval_batch_size=8',
+           '--config.total_steps=3', '--config.log_every=1',
+           '--config.checkpoint_every=0', '--config.eval_at_start=false',
+           '--config.input.num_threads=1']
+  losses = {}
+  for devices in (1, 8):
+    workdir = tmp_path / str(devices)
+    env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS=(
+        f'--xla_force_host_platform_device_count={devices}'))
+    proc = subprocess.run(
+        [sys.executable, '-m', 'hpe_jax.main', f'--workdir={workdir}',
+         *flags], cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f'Devices: {devices} ' in proc.stderr + proc.stdout
+    losses[devices] = [
+        [line[k] for k in sorted(line) if k.startswith('train/loss')]
+        for line in metric_writer.read_metrics(str(workdir))
+        if 'train/loss' in line]
+  assert len(losses[1]) == 3 and len(losses[1][0]) == 7
+  np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4)

@@ -1,0 +1,1 @@
+"""Launchers: ablation sweeps (`launch.sweep`); multi-host launchers to come."""
