@@ -238,14 +238,13 @@ def predict_people(config, model, variables, mesh, skeleton):
       path = paths[image_id]
       image = files.read_image(path)
       people = part_rcnn_evaluator.image_people(host, i, min_score)
-      instances = warp.labels_to_image(people['instances'],
-                                       host['affine'][i], image.shape)
+      instances, masks = part_rcnn_evaluator.image_instances(
+          people, host['affine'][i], image.shape)
       parts = warp.labels_to_image(people['parts'], host['affine'][i],
                                    image.shape)
       found = instance_metrics.instance_results(
-          [image_id] * len(people['kept']), people['image_boxes'],
-          people['scores'], keypoints=people['keypoints'],
-          masks=[instances == d + 1 for d in people['kept']])
+          [image_id] * len(masks), people['image_boxes'], people['scores'],
+          keypoints=people['keypoints'], masks=masks)
       drawn = visualization.draw_people(
           image, instances, parts, people['kept'], people['keypoints'],
           skeleton, threshold=_THRESHOLD.value)

@@ -153,11 +153,12 @@ def image_people(host, i: int, min_score: float) -> dict:
   return people
 
 
-def instance_masks(people, image_to_input, shape) -> list[np.ndarray]:
-  """The kept detections' masks in the original image (`shape`)."""
+def image_instances(people, image_to_input, shape):
+  """The instance map of `image_people` mapped back to the original image
+  (`shape`), and the kept detections' masks there."""
   instances = warp.labels_to_image(people['instances'], image_to_input,
                                    shape)
-  return [instances == d + 1 for d in people['kept']]
+  return instances, [instances == d + 1 for d in people['kept']]
 
 
 class PartRCNNEvaluator:
@@ -201,8 +202,8 @@ class PartRCNNEvaluator:
         people = image_people(host, i, self.min_score)
         image_id = int(host['image_id'][i])
         info = self.coco_gt.imgs[image_id]
-        masks = instance_masks(people, host['affine'][i],
-                               (info['height'], info['width']))
+        _, masks = image_instances(people, host['affine'][i],
+                                   (info['height'], info['width']))
         results += instance_metrics.instance_results(
             [image_id] * len(masks), people['image_boxes'], people['scores'],
             masks=masks, keypoints=people['keypoints'])

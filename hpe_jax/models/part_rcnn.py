@@ -19,8 +19,9 @@ heatmaps (Mask R-CNN's design, He et al. 2017, with a different detector).
   batch must not enter normalisation statistics, as BatchNorm's would), a
   x2 transposed conv, then a skip: the RoI's mask_size / 2 cells of the
   stride-2 stem features are joined and mixed by one more conv (people a
-  few dozen pixels tall span few stride-4 cells; without the skip the body
-  mask loss of the smoke run fell far slower), a second x2 transposed
+  few dozen pixels tall span few stride-4 cells; in the smoke run the skip
+  lowered the body-mask loss a little, 0.481 after 400 steps without it,
+  0.472 after 300 with it), a second x2 transposed
   conv to ``mask_size``, and a 1x1 conv to the 7 mask logits. The keypoint
   branch reads the head at mask_size / 2, after the skip, and its logits
   are resized bilinearly to mask_size.
@@ -35,7 +36,7 @@ makes all targets from full-resolution label maps.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
@@ -157,7 +158,7 @@ class PartRCNN(nn.Module):
   box_jitter: float = 0.1
   dtype: Any = jnp.float32
 
-  output_stride = 1
+  output_stride: ClassVar[int] = 1
 
   @nn.compact
   def __call__(self, images: Array, train: bool, boxes: Array | None = None,
