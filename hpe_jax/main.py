@@ -1,10 +1,14 @@
 """Trains and evaluates a model: the command researchers run every day.
 
   python -m hpe_jax.main --config=configs/hourglass.py[:smoke] --workdir=DIR \
-      [--config.key=value ...]
+      [--config.key=value ...] \
+      [--coordinator_address=HOST:PORT --num_processes=N --process_id=I]
 
 Re-running the same command with the same workdir resumes from the latest
 checkpoint. See `hpe_jax.training.trainer` for what the workdir holds.
+
+A multi-host run starts this same command once per process (host); see
+`hpe_jax.training.multihost` for how the processes find each other.
 """
 
 from absl import app
@@ -13,19 +17,31 @@ from absl import logging
 from ml_collections import config_flags
 
 from hpe_jax import cli
+from hpe_jax.training import multihost
 from hpe_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Recipe file, e.g. configs/hourglass.py:smoke.',
     lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None,
-                               'Where the run writes everything it produces.')
+                               'Where the run writes everything it produces '
+                               '(a local folder or a gs:// bucket path).')
+_COORDINATOR = flags.DEFINE_string(
+    'coordinator_address', '',
+    'HOST:PORT of process 0 of a multi-process run (with --num_processes '
+    'and --process_id); not needed on TPU pods, SLURM or mpirun.')
+_NUM_PROCESSES = flags.DEFINE_integer(
+    'num_processes', 0, 'Processes of a multi-process run.')
+_PROCESS_ID = flags.DEFINE_integer(
+    'process_id', -1, 'Index of this process in [0, --num_processes).')
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.setup_logging()
+  multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                       _PROCESS_ID.value)
   metrics = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   logging.info('Final evaluation: %s', metrics)
 

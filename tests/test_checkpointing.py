@@ -1,6 +1,7 @@
 """Checkpoints: which are kept, best-step selection, init_from paths."""
 
 import grain
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -46,3 +47,15 @@ def test_init_from_accepts_a_workdir_its_checkpoints_or_one_step(tmp_path):
   assert checkpointing.resolve_init_from(f'{folder}/3') == (folder, 3)
   with pytest.raises(FileNotFoundError, match='no checkpoint'):
     checkpointing.resolve_init_from(str(tmp_path / 'nowhere'))
+
+
+def test_resuming_with_another_process_count_is_a_clear_error(
+    tmp_path, monkeypatch):
+  ckpt = checkpointing.Checkpointer(str(tmp_path))
+  ckpt.save(1, {'w': jnp.ones(1)}, iterator())
+  ckpt.wait()
+  ckpt.restore(1, {'w': jnp.zeros(1)}, iterator())  # same count: fine
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  with pytest.raises(ValueError, match=r"process_0-of-1.json.*same number"):
+    ckpt.restore(1, {'w': jnp.zeros(1)}, iterator())
+  ckpt.close()

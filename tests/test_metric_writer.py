@@ -5,6 +5,7 @@ import logging
 import struct
 
 import cv2
+from etils import epath
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,6 +14,7 @@ from tensorboardX.proto import event_pb2
 from tensorboardX.proto import plugin_hparams_pb2
 
 from hpe_jax.training import metric_writer
+from hpe_jax.training import storage
 
 
 def _events(workdir):
@@ -105,6 +107,34 @@ def test_resume_drops_lines_after_the_checkpoint(tmp_path, caplog):
   starts = [event.step for event in _events(tmp_path)
             if event.session_log.status == event_pb2.SessionLog.START]
   assert starts == [21]
+
+
+def test_bucket_workdir_is_rewritten_whole_after_each_line(
+    tmp_path, monkeypatch):
+  # A local folder stands in for the bucket: every write to it must be a
+  # whole-file write, never an append or a truncation.
+  bucket = tmp_path / 'bucket'
+  monkeypatch.setattr(storage, 'is_remote', lambda p: str(p).startswith(
+      str(bucket)))
+  uploads = []
+  write_bytes = epath.Path.write_bytes
+
+  def record_upload(self, data):
+    uploads.append(data)
+    return write_bytes(self, data)
+
+  monkeypatch.setattr(epath.Path, 'write_bytes', record_upload)
+  with metric_writer.MetricWriter(bucket) as writer:
+    writer.write_scalars(1, {'loss': 1.0})
+    writer.write_scalars(2, {'loss': 2.0})
+    assert _lines(bucket) == ['{"step": 1, "loss": 1.0}']
+  assert uploads[-1] == (bucket / 'metrics.jsonl').read_bytes()
+  with metric_writer.MetricWriter(bucket, resume_step=1) as writer:
+    assert _lines(bucket) == ['{"step": 1, "loss": 1.0}']
+    writer.write_scalars(2, {'loss': 3.0})
+  assert [(m['step'], m['loss']) for m in metric_writer.read_metrics(
+      bucket)] == [(1, 1.0), (2, 3.0)]
+  assert _values(bucket)  # TensorBoard events in the same workdir
 
 
 def test_resumed_step_merges_into_its_line(tmp_path):

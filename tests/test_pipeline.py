@@ -235,6 +235,25 @@ def test_damaged_samples_are_skipped_counted_and_logged(caplog):
   assert valid.sum() == count - people[1]
 
 
+def test_process_shares_make_the_single_process_batches():
+  ds = FakePeople(7)
+  cfg = input_config()
+  whole = take(pipeline.train_dataset(ds, cfg, seed=3, batch_size=6), 4)
+  shares = [take(pipeline.train_dataset(ds, cfg, seed=3, batch_size=3,
+                                        shard_index=i, shard_count=2), 4)
+            for i in range(2)]
+  for b, global_batch in enumerate(whole):
+    for key in ('image', 'image_id', 'person_index', 'keypoints'):
+      np.testing.assert_array_equal(
+          np.concatenate([shares[0][b][key], shares[1][b][key]]),
+          global_batch[key], err_msg=f'batch {b} {key}')
+  # Each process read different examples.
+  assert not np.array_equal(shares[0][0]['image'], shares[1][0]['image'])
+  cfg.num_workers = 2
+  assert_batches_equal(shares[1], take(pipeline.train_dataset(
+      ds, cfg, seed=3, batch_size=3, shard_index=1, shard_count=2), 4))
+
+
 def test_evaluation_counts_every_person_once_across_shards():
   ds = FakePeople(7)
   cfg = input_config()

@@ -69,13 +69,13 @@ def test_interrupted_and_resumed_run_equals_uninterrupted(
 
   calls = {'n': 0}
 
-  def preempt_after_three_steps(self):
-    del self
+  def preempt_after_three_steps(self, step):
+    del self, step
     calls['n'] += 1
     return calls['n'] == 3
 
   with monkeypatch.context() as m:
-    m.setattr(preemption.PreemptionWatcher, 'requested',
+    m.setattr(preemption.PreemptionWatcher, 'reached',
               preempt_after_three_steps)
     trainer.train_and_evaluate(config, str(tmp_path / 'resumed'))
   steps = sorted(int(s) for s in os.listdir(tmp_path / 'resumed' /

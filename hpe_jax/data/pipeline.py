@@ -1,10 +1,11 @@
 """Grain input pipelines: fixed-shape training and evaluation batches.
 
 Training: records (people for top-down, images for full-image mode) are
-sharded by process, shuffled with a fixed seed anew each epoch, repeated
-forever, augmented with a per-example generator derived from (seed, position)
-so the batches do not depend on the number of worker processes, and batched
-with a fixed size. The iterator's position is a small dict
+shuffled with a fixed seed anew each epoch, repeated forever, augmented with
+a per-example generator derived from (seed, position) and batched with a
+fixed size. Each host process loads only its share of every global batch,
+and neither the number of host processes nor of Grain worker processes
+changes the global batches. The iterator's position is a small dict
 (``iterator.get_state()``) that the training loop checkpoints.
 
 Evaluation: every record once, in order, padded with ``valid=False``
@@ -138,19 +139,51 @@ def _to_iter(ds: grain.MapDataset, cfg: ml_collections.ConfigDict,
   return it.batch(batch_size, drop_remainder=drop_remainder)
 
 
+class _ProcessShare(grain.MapDataset):
+  """One process's part of every global batch of an example stream.
+
+  Global batch b is examples [b*G, (b+1)*G) of the parent, G = `batch_size`
+  * `count`; process `index` reads only its `batch_size` of them, [b*G +
+  index*batch_size, ...). Each example is made (and augmented) for its
+  position in the parent, so the global batches are the same for any number
+  of processes.
+  """
+
+  def __init__(self, parent: grain.MapDataset, batch_size: int, index: int,
+               count: int):
+    super().__init__(parent)
+    self._batch, self._index, self._count = batch_size, index, count
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._count
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      raise TypeError('_ProcessShare does not slice')
+    batch, offset = divmod(index, self._batch)
+    return self._parent[(batch * self._count + self._index) * self._batch
+                        + offset]
+
+  def __str__(self) -> str:
+    return (f'_ProcessShare(batch_size={self._batch}, index={self._index}, '
+            f'count={self._count})')
+
+
 def train_dataset(dataset: example_lib.ImageDataset,
                   cfg: ml_collections.ConfigDict, *, seed: int,
                   batch_size: int, shard_index: int = 0,
                   shard_count: int = 1) -> grain.IterDataset:
-  """Infinite, shuffled, augmented batches of `batch_size` for one process."""
+  """Infinite, shuffled, augmented batches of `batch_size` for one process.
+
+  With `shard_count` processes, each loads `batch_size` examples of every
+  global batch of `batch_size * shard_count` (`_ProcessShare`).
+  """
   recs = records(dataset, cfg, train=True)
-  if len(recs) < shard_count:
-    raise ValueError(f'{dataset.name}: {len(recs)} training records for '
-                     f'{shard_count} processes')
-  ds = grain.MapDataset.source(recs)[shard_index::shard_count]
-  ds = ds.shuffle(seed=seed).repeat()
+  ds = grain.MapDataset.source(recs).shuffle(seed=seed).repeat()
   ds = ds.random_map(_Guarded(sample_builder(dataset, cfg, True), True),
                      seed=seed)
+  if shard_count > 1:
+    ds = _ProcessShare(ds, batch_size, shard_index, shard_count)
   ds = ds.filter(_is_sample)
   return _to_iter(ds, cfg, batch_size, drop_remainder=True)
 

@@ -17,14 +17,13 @@ Where a run starts from (`start_point`), in order of precedence:
 
 from __future__ import annotations
 
-import os
-import re
-
 from absl import logging
 import grain
 import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
+
+from hpe_jax.training import storage
 
 CHECKPOINT_DIR = 'checkpoints'
 _ITEMS = ('state', 'data')
@@ -55,7 +54,7 @@ class Checkpointer:
   """Saves and restores the checkpoints of one workdir."""
 
   def __init__(self, workdir: str, keep: int = 3, best_mode: str = 'max'):
-    self.directory = os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
+    self.directory = str(storage.join(workdir, CHECKPOINT_DIR))
     self.best_mode = best_mode
     self.manager = _manager(self.directory, keep, best_mode)
 
@@ -84,9 +83,22 @@ class Checkpointer:
     """The state of `step`; also rewinds `data_iterator` when given."""
     args = {'state': ocp.args.StandardRestore(_abstract(state_template))}
     if data_iterator is not None:
+      self._check_process_count(step)
       args['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**args))
     return restored['state']
+
+  def _check_process_count(self, step: int) -> None:
+    # Each process saved its own input position; a run resumes with as many
+    # processes as it saved with.
+    data = storage.join(self.directory, str(step), 'data')
+    count = jax.process_count()
+    if not (data / f'process_{jax.process_index()}-of-{count}.json').exists():
+      saved = sorted(p.name for p in data.glob('process_*.json'))
+      raise ValueError(
+          f'{data}: the checkpoint was saved by other processes ({saved}) '
+          f'than this run has ({count}); resume with the same number of '
+          'processes, or start another workdir with --config.init_from')
 
   def wait(self):
     self.manager.wait_until_finished()
@@ -97,18 +109,17 @@ class Checkpointer:
 
 def resolve_init_from(path: str) -> tuple[str, int]:
   """(checkpoints folder, step) named by an ``init_from`` path."""
-  path = os.path.abspath(path)
-  step_dir = re.fullmatch(r'\d+', os.path.basename(path))
-  if step_dir and os.path.isdir(os.path.join(path, 'state')):
-    return os.path.dirname(path), int(os.path.basename(path))
-  for folder in (os.path.join(path, CHECKPOINT_DIR), path):
-    if os.path.isdir(folder):
-      steps = [int(d) for d in os.listdir(folder) if d.isdigit()]
+  path = storage.join(path)
+  if path.name.isdigit() and (path / 'state').is_dir():
+    return str(path.parent), int(path.name)
+  for folder in (path / CHECKPOINT_DIR, path):
+    if folder.is_dir():
+      steps = [int(d.name) for d in folder.iterdir() if d.name.isdigit()]
       if steps:
-        return folder, max(steps)
+        return str(folder), max(steps)
   raise FileNotFoundError(
-      f'init_from={path!r}: no checkpoint there (expected a workdir, its '
-      f'{CHECKPOINT_DIR}/ folder or a {CHECKPOINT_DIR}/<step> folder)')
+      f'init_from={str(path)!r}: no checkpoint there (expected a workdir, '
+      f'its {CHECKPOINT_DIR}/ folder or a {CHECKPOINT_DIR}/<step> folder)')
 
 
 def load_weights(path: str, state_template):

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import pathlib
+import tempfile
 import time
 from typing import Any
 
@@ -38,6 +39,8 @@ import tensorboardX
 from tensorboardX import summary as tb_summary
 from tensorboardX import utils as tb_utils
 from tensorboardX.proto import summary_pb2
+
+from hpe_jax.training import storage
 
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'
@@ -84,10 +87,9 @@ def read_metrics(workdir: str | os.PathLike[str]) -> list[dict[str, Any]]:
   Raises:
     FileNotFoundError: the workdir has no metrics file.
   """
-  path = pathlib.Path(workdir) / METRICS_FILE
-  with path.open(encoding='utf-8') as f:
-    return [{key: _from_json(value) for key, value in json.loads(line).items()}
-            for line in f if line.strip()]
+  text = storage.join(workdir, METRICS_FILE).read_text(encoding='utf-8')
+  return [{key: _from_json(value) for key, value in json.loads(line).items()}
+          for line in text.splitlines() if line.strip()]
 
 
 def _drop_after(path: pathlib.Path, step: int) -> bytes | None:
@@ -154,8 +156,7 @@ class MetricWriter:
     """Opens (and on resume, truncates) the workdir's logs.
 
     Args:
-      workdir: the run's folder (local or mounted file system); made if
-        absent.
+      workdir: the run's folder (made if absent) or bucket path.
       resume_step: the step the run resumes from (0 for a fresh start):
         lines of later steps are dropped, scalars for this step are merged
         into its line. None appends to what is there.
@@ -167,12 +168,22 @@ class MetricWriter:
     self._dirty = False
     if not self._enabled:
       return
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / METRICS_FILE
+    # A bucket object cannot be appended to or truncated: the file is kept
+    # in a local copy and the whole of it uploaded after each line.
+    self._upload_to = None
+    if storage.is_remote(workdir):
+      self._upload_to = storage.join(workdir, METRICS_FILE)
+      path = pathlib.Path(tempfile.mkdtemp()) / METRICS_FILE
+      if self._upload_to.exists():
+        path.write_bytes(self._upload_to.read_bytes())
+    else:
+      pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
+      path = pathlib.Path(workdir) / METRICS_FILE
     last_line = None
     if resume_step is not None:
       last_line = _drop_after(path, resume_step)
+      if self._upload_to is not None:
+        self._upload_to.write_bytes(path.read_bytes())
     self._file = path.open('ab')
     self._line_start = self._file.tell()
     if last_line is not None:
@@ -183,7 +194,8 @@ class MetricWriter:
       self._scalars = {tag: _from_json(v) for tag, v in record.items()}
       self._line_start -= len(last_line)
     self._tensorboard = tensorboardX.SummaryWriter(
-        str(workdir / TENSORBOARD_DIR),
+        # tensorboardX writes gs:// and s3:// paths itself.
+        f'{storage.absolute(workdir)}/{TENSORBOARD_DIR}',
         purge_step=None if resume_step is None else resume_step + 1,
         # tensorboardX names event files by the second and opens them for
         # writing: a second writer started within the same second would wipe
@@ -206,6 +218,8 @@ class MetricWriter:
     self._file.write(json.dumps(record, allow_nan=False).encode() + b'\n')
     self._file.flush()
     self._dirty = False
+    if self._upload_to is not None:
+      self._upload_to.write_bytes(pathlib.Path(self._file.name).read_bytes())
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:
     """Logs scalars (Python, numpy or jax numbers) for `step`."""

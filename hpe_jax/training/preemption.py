@@ -1,23 +1,35 @@
 """SIGTERM (preemption) handling: finish the step, save, exit cleanly.
 
 Cluster schedulers and TPU maintenance events send SIGTERM and wait a grace
-period. The handler only sets a flag; the training loop checks it after each
-step, saves a checkpoint at the step it reached and returns, so re-running
-the same command resumes without losing work.
+period. The training loop asks `PreemptionWatcher.reached(step)` after each
+step; when it says so, every process saves a checkpoint of that step and
+returns, so re-running the same command resumes without losing work.
+
+- One process: a Python signal handler sets a flag; the step the loop is at
+  is the one saved.
+- Several processes (``jax.distributed`` started): the signal may reach one
+  host only, and all must save the same step together. JAX's preemption
+  service catches SIGTERM on any host, tells the others through the
+  coordinator, and `reached` turns true on every host at the same, agreed
+  step (the latest step any host had reached, plus one). No Python handler
+  is installed then, since it would take the signal from JAX's.
 """
 
 import signal
 import threading
 
 from absl import logging
+import jax
+from jax.experimental import multihost_utils
 
 
 class PreemptionWatcher:
-  """Records whether SIGTERM arrived while installed (a context manager)."""
+  """Whether the run should save and stop now (a context manager)."""
 
   def __init__(self):
     self._event = threading.Event()
     self._previous = None
+    self._multihost = False
 
   def _handle(self, signum, frame):
     del frame
@@ -25,13 +37,21 @@ class PreemptionWatcher:
                     signum)
     self._event.set()
 
-  def requested(self) -> bool:
+  def reached(self, step: int) -> bool:
+    """True at the step every process saves and stops; call every step."""
+    if self._multihost:
+      stop = multihost_utils.reached_preemption_sync_point(step)
+      if stop:
+        logging.warning('Preemption on some host: all save step %d.', step)
+      return stop
     return self._event.is_set()
 
   def __enter__(self):
+    self._multihost = jax.distributed.is_initialized()
     # Signal handlers can only be installed from the main thread; elsewhere
     # (e.g. a test runner's worker thread) preemption is simply not watched.
-    if threading.current_thread() is threading.main_thread():
+    if (not self._multihost
+        and threading.current_thread() is threading.main_thread()):
       self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 

@@ -7,7 +7,8 @@ the jitted train step; the evaluator; the loop with logging, evaluation,
 checkpoints, preemption and NaN checks.
 
 The workdir holds everything a run produced: ``config.json`` (the resolved
-config), ``checkpoints/<step>/``, ``tensorboard/`` and ``metrics.jsonl``.
+config), ``checkpoints/<step>/``, ``tensorboard/`` and ``metrics.jsonl``; it
+may be a bucket path (`storage`).
 Re-running the same command with the same workdir resumes: the model,
 optimizer, step, RNG and the input iterator's position come back, so an
 interrupted and resumed run ends with the same parameters as an
@@ -19,7 +20,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import os
 import time
 
 from absl import logging
@@ -44,6 +44,7 @@ from hpe_jax.training import metric_writer
 from hpe_jax.training import optimizers
 from hpe_jax.training import preemption
 from hpe_jax.training import sharding
+from hpe_jax.training import storage
 from hpe_jax.training import tasks
 from hpe_jax.training import train_state
 
@@ -51,26 +52,22 @@ CONFIG_FILE = 'config.json'
 
 
 def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  path = os.path.join(workdir, CONFIG_FILE)
+  path = storage.join(workdir, CONFIG_FILE)
   text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if os.path.exists(path):
-    with open(path) as f:
-      if f.read() != text:
-        logging.warning('%s differs from the config of this run; it is '
-                        'replaced by the current one.', path)
+  if path.exists() and path.read_text() != text:
+    logging.warning('%s differs from the config of this run; it is '
+                    'replaced by the current one.', path)
   if jax.process_index() == 0:
-    with open(path, 'w') as f:
-      f.write(text)
+    path.write_text(text)
 
 
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The resolved config a run saved in its workdir (locked)."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.isfile(path):
+  path = storage.join(workdir, CONFIG_FILE)
+  if not path.is_file():
     raise FileNotFoundError(f'{path}: no config; is {workdir!r} a workdir '
                             'of `python -m hpe_jax.main`?')
-  with open(path) as f:
-    fields = _tuples(json.load(f))
+  fields = _tuples(json.loads(path.read_text()))
   # Fields added since a run was saved, with the value that keeps its
   # meaning: runs from before tasks existed trained keypoint models on their
   # dataset's own skeleton.
@@ -262,7 +259,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     The metrics of the last evaluation (empty if none ran).
   """
   # Workdir and config.
-  os.makedirs(workdir, exist_ok=True)
+  storage.join(workdir).mkdir(parents=True, exist_ok=True)
   save_config(config, workdir)
 
   # Device mesh: one data axis over every device of every process.
@@ -346,13 +343,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                      _duration((total - step) / max(steps_per_sec, 1e-9)))
 
       evaluate = _every(step, config.eval_every) or step == total
-      preempted = watcher.requested()
+      preempted = watcher.reached(step)
       if evaluate or preempted or _every(step, config.checkpoint_every):
         _check_finite(float(last_metrics['loss']), step, last_saved)
         metric = None
         if evaluate:
           final_eval = run_eval(step)
           metric = final_eval.get(evaluator.primary_metric)
+        # The logs must hold every step up to a checkpoint: a run killed
+        # after it resumes from there and will not log those steps again.
+        writer.flush()
         ckpt.save(step, state, train_iter, metric)
         last_saved = step
       if preempted:
