@@ -16,7 +16,6 @@ evaluator.
 """
 
 import json
-import os
 import sys
 
 from absl import app
@@ -25,6 +24,7 @@ from absl import flags
 from hpe_jax import cli
 from hpe_jax.data import datasets
 from hpe_jax.evaluation import coco_keypoints
+from hpe_jax.training import storage
 from hpe_jax.training import trainer
 
 
@@ -41,9 +41,9 @@ def main(argv):
   workdir = flags.FLAGS.workdir
   dataset = datasets.build(config.dataset, 'eval')
   evaluator = trainer.make_evaluator(config, dataset, model, mesh)
-  out_dir = os.path.join(workdir, 'eval')
-  os.makedirs(out_dir, exist_ok=True)
-  stem = os.path.join(out_dir, f'step{step}{protocol_suffix(config)}')
+  out_dir = storage.join(workdir, 'eval')
+  out_dir.mkdir(parents=True, exist_ok=True)
+  stem = f'{out_dir}/step{step}{protocol_suffix(config)}'
   written = [f'{stem}.json']
   results = None
   if config.task == 'keypoints':
@@ -58,11 +58,11 @@ def main(argv):
   if results is not None:
     coco_keypoints.write_results(stem + '_results.json', results)
     written.append(f'{stem}_results.json')
-  with open(stem + '.json', 'w') as f:
-    json.dump(dict(step=step, checkpoint=flags.FLAGS.checkpoint,
-                   dataset=config.dataset.name, examples=evaluator.count,
-                   flip=config.eval.flip, boxes=config.eval.boxes,
-                   metrics=metrics), f, indent=2)
+  summary = dict(step=step, checkpoint=flags.FLAGS.checkpoint,
+                 dataset=config.dataset.name, examples=evaluator.count,
+                 flip=config.eval.flip, boxes=config.eval.boxes,
+                 metrics=metrics)
+  storage.join(stem + '.json').write_text(json.dumps(summary, indent=2))
   print(f'{dataset.name} eval split, checkpoint step {step}, '
         f'{evaluator.count} examples, flip test '
         f'{"on" if config.eval.flip else "off"}, boxes {config.eval.boxes}:')

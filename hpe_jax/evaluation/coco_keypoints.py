@@ -19,6 +19,7 @@ import json
 import os
 from typing import Any, Sequence
 
+from etils import epath
 import numpy as np
 from pycocotools import coco as coco_api
 from pycocotools import cocoeval
@@ -74,11 +75,10 @@ def keypoint_results(image_ids, keypoints, scores,
 
 def write_results(path: str | os.PathLike, results: list[dict[str, Any]]):
   """Writes COCO results as the JSON list pycocotools reads."""
-  dirname = os.path.dirname(os.fspath(path))
-  if dirname:
-    os.makedirs(dirname, exist_ok=True)
-  with open(path, 'w', encoding='utf-8') as f:
-    json.dump(results, f)
+  # epath: the path may be on a bucket, like the workdir it is in.
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(results), encoding='utf-8')
 
 
 def quiet(verbose: bool):
