@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import struct
 
 import cv2
@@ -129,6 +130,7 @@ def test_bucket_workdir_is_rewritten_whole_after_each_line(
     writer.write_scalars(2, {'loss': 2.0})
     assert _lines(bucket) == ['{"step": 1, "loss": 1.0}']
   assert uploads[-1] == (bucket / 'metrics.jsonl').read_bytes()
+  assert not os.path.exists(writer._file.name)  # local copy removed
   with metric_writer.MetricWriter(bucket, resume_step=1) as writer:
     assert _lines(bucket) == ['{"step": 1, "loss": 1.0}']
     writer.write_scalars(2, {'loss': 3.0})

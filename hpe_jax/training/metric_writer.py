@@ -25,6 +25,7 @@ import json
 import math
 import os
 import pathlib
+import shutil
 import tempfile
 import time
 from typing import Any
@@ -306,6 +307,9 @@ class MetricWriter:
     self.flush()
     self._file.close()
     self._tensorboard.close()
+    if self._upload_to is not None:
+      # The bucket holds the file; the local copy's folder is ours alone.
+      shutil.rmtree(pathlib.Path(self._file.name).parent)
 
   def __enter__(self) -> MetricWriter:
     return self
