@@ -30,7 +30,7 @@ def get_config(arg=None):
   config.model.update(num_stages=6, features=128, stage_kernel=11)
   config.input.image_size = (368, 368)
   config.input.output_stride = 8
-  config.loss.sigma = 1.0
+  config.codec.sigma = 1.0
   config.optimizer.update(name='adam', learning_rate=5e-4)
   config.optimizer.schedule.update(name='cosine', warmup_steps=1000)
   config.input.batch_size = 16

@@ -43,7 +43,7 @@ def get_config(arg=None):
   config.model.update(num_stacks=8, features=256, depth=4, num_blocks=1)
   config.input.image_size = (256, 256)
   config.input.output_stride = 4
-  config.loss.sigma = 2.0
+  config.codec.sigma = 2.0
   config.optimizer.name = 'rmsprop'
   config.optimizer.learning_rate = 2.5e-4
   config.optimizer.schedule.name = 'step'
@@ -59,7 +59,7 @@ def get_config(arg=None):
   if 'smoke' in args:
     config.model.update(num_stacks=2, features=32, depth=2)
     config.input.image_size = (64, 64)
-    config.loss.sigma = 1.0
+    config.codec.sigma = 1.0
     base_config.use_smoke_schedule(config, total_steps=600, batch_size=32)
   config.lock()
   return config

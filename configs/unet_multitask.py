@@ -59,7 +59,7 @@ def get_config(arg=None):
   if 'smoke' in args:
     config.model.features = 16
     base_config.use_segmentation_smoke_schedule(config, total_steps=400)
-    config.loss.sigma = 1.5
+    config.codec.sigma = 1.5
   config.lock()
   return config
 

@@ -24,11 +24,14 @@ import jax
 from ml_collections import config_flags
 
 from hpe_jax import cli
+from hpe_jax import tasks
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
 from hpe_jax.data import throughput
+from hpe_jax.models import registry
+from hpe_jax.runtime import sharding
 from hpe_jax.training import optimizers
-from hpe_jax.training import sharding
+from hpe_jax.training import train_state
 from hpe_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -101,9 +104,10 @@ def run(config, steps: int, warmup: int, input_batches: int) -> dict:
   """All the measurements of the module docstring, as a flat dict."""
   mesh = sharding.make_mesh()
   train_data = datasets.build(config.dataset, 'train')
-  model = trainer.build_model(config, train_data.skeleton)
+  task = tasks.make(config)
+  model = registry.build_for_run(config, train_data.skeleton)
   tx, lr_fn = optimizers.make_optimizer(config.optimizer, config.total_steps)
-  state = trainer.init_state(model, tx, config, mesh)
+  state = train_state.create(model, tx, task, config, mesh)
   batch_size = config.input.batch_size
   local = sharding.per_process_batch_size(batch_size, mesh)
   batch = next(iter(pipeline.train_dataset(
@@ -111,20 +115,23 @@ def run(config, steps: int, warmup: int, input_batches: int) -> dict:
   batch = sharding.to_global(batch, mesh)
 
   step_fn = trainer.make_train_step(config, model, tx, lr_fn, mesh)
+  sums = jax.device_put(trainer.zero_metric_sums(step_fn, state, batch),
+                        sharding.replicated(mesh))
   t0 = time.perf_counter()
-  compiled_step = step_fn.lower(state, batch).compile()
+  compiled_step = step_fn.lower(state, batch, sums).compile()
   compile_s = time.perf_counter() - t0
   train_flops = compiled_flops(compiled_step)
 
-  holder = {'state': state}
+  holder = {'state': state, 'sums': sums}
 
   def train_once():
-    holder['state'], metrics = compiled_step(holder['state'], batch)
-    return metrics['loss']
+    holder['state'], holder['sums'] = compiled_step(
+        holder['state'], batch, holder['sums'])
+    return holder['sums']['loss']
 
   step_s = time_calls(train_once, tuple, steps, warmup)
 
-  predict = trainer.make_evaluator(
+  predict = task.make_evaluator(
       config, datasets.build(config.dataset, 'eval'), model, mesh).predict_fn
   variables = holder['state'].variables
   compiled_eval = predict.lower(variables, batch).compile()

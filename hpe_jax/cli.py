@@ -12,9 +12,11 @@ import logging as std_logging
 
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
-from hpe_jax.training import trainer
+from hpe_jax.runtime import run_config
+from hpe_jax.runtime import trained_run
 
 # tensorboardX renames tags with '@' (pck@0.2 -> pck_0.2) at INFO each time.
 _QUIET_PACKAGES = ('/orbax/', '/jax/_src/xla_bridge', '/tensorboardX/')
@@ -38,6 +40,18 @@ def setup_logging() -> None:
   logging.get_absl_handler().addFilter(_QuietLibraries())
 
 
+def enable_compilation_cache(path: str) -> None:
+  """Keeps compiled programs in `path` across runs ('' leaves it off; the
+  JAX_COMPILATION_CACHE_DIR environment variable works too).
+
+  By JAX's default only programs that took a second or more to compile are
+  kept (JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS changes it); the
+  paper-sized hourglass step takes tens of seconds.
+  """
+  if path:
+    jax.config.update('jax_compilation_cache_dir', path)
+
+
 def workdir_from_argv(argv) -> str | None:
   """--workdir's value, read before flags are parsed (to load the config)."""
   for i, arg in enumerate(argv):
@@ -55,7 +69,7 @@ def define_run_flags(argv) -> None:
                       "'latest', 'best' or a step number.")
   workdir = workdir_from_argv(argv)
   if workdir:
-    config_flags.DEFINE_config_dict('config', trainer.load_config(workdir),
+    config_flags.DEFINE_config_dict('config', run_config.load_config(workdir),
                                     lock_config=True)
   flags.mark_flags_as_required(['workdir'])
 
@@ -64,6 +78,6 @@ def load_run():
   """(config, model, variables, step, mesh) named by the run flags."""
   setup_logging()
   config = flags.FLAGS.config
-  model, variables, step, mesh = trainer.load_trained(
+  model, variables, step, mesh = trained_run.load_trained(
       config, flags.FLAGS.workdir, flags.FLAGS.checkpoint)
   return config, model, variables, step, mesh

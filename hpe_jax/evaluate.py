@@ -8,10 +8,9 @@ The run's own config (``DIR/config.json``) is the starting point; any
 ``--config.key=value`` overrides it, e.g. the flip test, detected boxes
 (a COCO detection results file, for top-down evaluation as in COCO's
 protocol) or another dataset root. The metrics are printed and written to
-``DIR/eval/step<N><protocol>.json``; for keypoint models the predictions
-also go to a COCO keypoint results file (``...results.json``), for part_rcnn
-to COCO results with boxes, keypoints and masks. Works for every task
-(keypoints, segmentation, pose_mask, part_rcnn), with the metrics of its
+``DIR/eval/step<N><protocol>.json``; tasks whose evaluator makes COCO
+results (keypoints; part_rcnn with boxes, keypoints and masks) also write
+them to ``...results.json``. Works for every task, with the metrics of its
 evaluator.
 """
 
@@ -22,41 +21,26 @@ from absl import app
 from absl import flags
 
 from hpe_jax import cli
+from hpe_jax import tasks
 from hpe_jax.data import datasets
 from hpe_jax.evaluation import coco_keypoints
-from hpe_jax.training import storage
-from hpe_jax.training import trainer
-
-
-def protocol_suffix(config) -> str:
-  if config.task != 'keypoints':
-    return '_flip' if config.eval.flip else ''
-  boxes = 'gt' if config.eval.boxes == 'gt' else 'detected'
-  return coco_keypoints.protocol_suffix_for(boxes, config.eval.flip)
+from hpe_jax.runtime import storage
 
 
 def main(argv):
   del argv
   config, model, variables, step, mesh = cli.load_run()
   workdir = flags.FLAGS.workdir
+  task = tasks.make(config)
   dataset = datasets.build(config.dataset, 'eval')
-  evaluator = trainer.make_evaluator(config, dataset, model, mesh)
+  evaluator = task.make_evaluator(config, dataset, model, mesh)
   out_dir = storage.join(workdir, 'eval')
   out_dir.mkdir(parents=True, exist_ok=True)
-  stem = f'{out_dir}/step{step}{protocol_suffix(config)}'
+  stem = f'{out_dir}/step{step}{task.protocol_suffix(config)}'
   written = [f'{stem}.json']
-  results = None
-  if config.task == 'keypoints':
-    pred, _ = evaluator.predict(variables)
-    metrics = evaluator.metrics(pred)
-    results = evaluator.results(pred)
-  elif config.task == 'part_rcnn':
-    results, part_metrics, _ = evaluator.predict(variables)
-    metrics = evaluator.metrics(results, part_metrics)
-  else:
-    metrics, _ = evaluator.evaluate(variables)
-  if results is not None:
-    coco_keypoints.write_results(stem + '_results.json', results)
+  metrics, _ = evaluator.evaluate(variables)
+  if evaluator.results is not None:
+    coco_keypoints.write_results(stem + '_results.json', evaluator.results)
     written.append(f'{stem}_results.json')
   summary = dict(step=step, checkpoint=flags.FLAGS.checkpoint,
                  dataset=config.dataset.name, examples=evaluator.count,

@@ -1,14 +1,14 @@
 """Trains and evaluates a model: the command researchers run every day.
 
   python -m hpe_jax.main --config=configs/hourglass.py[:smoke] --workdir=DIR \
-      [--config.key=value ...] \
+      [--config.key=value ...] [--compilation_cache=DIR] \
       [--coordinator_address=HOST:PORT --num_processes=N --process_id=I]
 
 Re-running the same command with the same workdir resumes from the latest
 checkpoint. See `hpe_jax.training.trainer` for what the workdir holds.
 
 A multi-host run starts this same command once per process (host); see
-`hpe_jax.training.multihost` for how the processes find each other.
+`hpe_jax.runtime.multihost` for how the processes find each other.
 """
 
 from absl import app
@@ -17,7 +17,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from hpe_jax import cli
-from hpe_jax.training import multihost
+from hpe_jax.runtime import multihost
 from hpe_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -26,6 +26,10 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string('workdir', None,
                                'Where the run writes everything it produces '
                                '(a local folder or a gs:// bucket path).')
+_CACHE = flags.DEFINE_string(
+    'compilation_cache', '',
+    'Folder of JAX\'s persistent compilation cache (opt-in): a re-run or '
+    'a resumed run loads its compiled steps instead of compiling again.')
 _COORDINATOR = flags.DEFINE_string(
     'coordinator_address', '',
     'HOST:PORT of process 0 of a multi-process run (with --num_processes '
@@ -40,6 +44,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   cli.setup_logging()
+  cli.enable_compilation_cache(_CACHE.value)
   multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                        _PROCESS_ID.value)
   metrics = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -8,7 +8,7 @@ r"""Writes (and submits) a SLURM batch script for a multi-node GPU run.
 
 The script's one ``srun`` step starts ``python -m hpe_jax.main`` with the
 arguments after ``--`` as every task of the job; JAX reads its place in the
-run from SLURM's environment (`hpe_jax.training.multihost`).
+run from SLURM's environment (`hpe_jax.runtime.multihost`).
 
 - ``--process_per=gpu`` (default): one task per GPU. JAX gives each task the
   GPU of its node-local index.

@@ -41,9 +41,11 @@ from typing import Any, Sequence
 
 import jax
 
+from hpe_jax import tasks
 from hpe_jax.data import datasets
-from hpe_jax.training import metric_writer
-from hpe_jax.training import trainer
+from hpe_jax.models import registry
+from hpe_jax.runtime import metric_writer
+from hpe_jax.runtime import run_config
 from launch import hyper
 
 TRIAL_FILE = 'sweep_trial.json'
@@ -171,11 +173,11 @@ def run_trial(trial: Trial, extra: Sequence[str]) -> str:
 
 def parameter_count(workdir: str) -> int | None:
   """Parameters of a run's model, from its saved config (no weights read)."""
-  if not os.path.isfile(os.path.join(workdir, 'config.json')):
+  if not os.path.isfile(os.path.join(workdir, run_config.CONFIG_FILE)):
     return None
-  config = trainer.load_config(workdir)
-  model = trainer.build_model(config, datasets.skeleton(config.dataset))
-  inputs = trainer.make_task(config).init_inputs(
+  config = run_config.load_config(workdir)
+  model = registry.build_for_run(config, datasets.skeleton(config.dataset))
+  inputs = tasks.make(config).init_inputs(
       tuple(config.input.image_size), model.num_joints, model.dtype)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), **inputs,
                                              train=False))

@@ -19,7 +19,7 @@ this machine:
    and ``gcsfs``/``google-cloud-storage`` for the ``gs://`` workdir.
 4. Run ``python -m hpe_jax.main`` with the arguments after ``--`` on every
    worker at once; JAX finds the other workers of the slice by itself
-   (`hpe_jax.training.multihost`). In the foreground the output of all
+   (`hpe_jax.runtime.multihost`). In the foreground the output of all
    workers streams here; ``--detach`` starts it under ``nohup`` instead, with
    the output in ``~/hpe_jax_train.log`` on each worker, so it outlives the
    ssh sessions.

@@ -27,13 +27,6 @@ def shared_data() -> pathlib.Path:
   return SHARED_DATA
 
 
-def pytest_configure(config):
-  # pycocotools' mask decoding trips a numpy 2 deprecation inside its own
-  # code; nothing of ours to fix.
-  config.addinivalue_line(
-      'filterwarnings', 'ignore::DeprecationWarning:pycocotools.mask')
-
-
 def load_recipe(name: str, arg: str):
   spec = importlib.util.spec_from_file_location(
       name, ROOT / 'configs' / f'{name}.py')

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hpe_jax.training import checkpointing
+from hpe_jax.runtime import checkpointing
 
 
 def iterator():

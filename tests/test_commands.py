@@ -11,7 +11,7 @@ import pytest
 
 from hpe_jax.data import synthetic
 from hpe_jax.evaluation import coco_keypoints
-from hpe_jax.training import metric_writer
+from hpe_jax.runtime import metric_writer
 from hpe_jax.training import trainer
 from conftest import ROOT
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hpe_jax.ops import heatmaps
+from hpe_jax.codecs import heatmap as heatmaps
 
 
 def reference(keypoints, weights, size, sigma):

@@ -9,13 +9,13 @@ pycocotools. A perfect heatmap must come out as a perfect score.
 import jax
 import numpy as np
 
+from hpe_jax.codecs import heatmap as heatmap_decoding
+from hpe_jax.codecs import heatmap as heatmaps
 from hpe_jax.data import coco
 from hpe_jax.data import pipeline
 from hpe_jax.data import skeletons
 from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.evaluation import pck
-from hpe_jax.ops import heatmap_decoding
-from hpe_jax.ops import heatmaps
 
 
 @jax.jit

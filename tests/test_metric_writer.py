@@ -14,8 +14,8 @@ import pytest
 from tensorboardX.proto import event_pb2
 from tensorboardX.proto import plugin_hparams_pb2
 
-from hpe_jax.training import metric_writer
-from hpe_jax.training import storage
+from hpe_jax.runtime import metric_writer
+from hpe_jax.runtime import storage
 
 
 def _events(workdir):

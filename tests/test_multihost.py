@@ -15,8 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from hpe_jax.training import metric_writer
-from hpe_jax.training import multihost
+from hpe_jax.runtime import metric_writer
+from hpe_jax.runtime import multihost
 from launch import local
 from tests.conftest import ROOT
 from tests.conftest import TINY_FLAGS

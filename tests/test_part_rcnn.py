@@ -13,14 +13,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hpe_jax import tasks
+from hpe_jax.codecs import centers as center_detection
 from hpe_jax.data import synthetic
-from hpe_jax.evaluation import part_rcnn_evaluator
 from hpe_jax.models import part_rcnn
-from hpe_jax.ops import center_detection
 from hpe_jax.ops import roi_align
+from hpe_jax.runtime import metric_writer
+from hpe_jax.tasks import part_rcnn as part_rcnn_evaluator
 from hpe_jax.training import losses
-from hpe_jax.training import metric_writer
-from hpe_jax.training import tasks
 from hpe_jax.training import trainer
 from conftest import ROOT
 from test_commands import run
@@ -138,7 +138,7 @@ def test_loss_targets_each_rois_own_person():
   """Mask logits that equal each RoI's own person's targets score far
   lower than the same logits given to the other RoI."""
   config = recipe('part_rcnn', 'smoke')
-  task = tasks.make_task(config, (32, 32))
+  task = tasks.get(config.task)(config.loss, (32, 32))
   b, n, m = 1, 2, 8
   instance = np.zeros((b, 32, 32), np.uint8)
   instance[0, 4:20, 4:9] = 1  # person 1: an L in its box

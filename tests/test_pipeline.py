@@ -13,13 +13,13 @@ import ml_collections
 import numpy as np
 import pytest
 
+from hpe_jax.codecs import heatmap as heatmaps
 from hpe_jax.data import augment
 from hpe_jax.data import example
 from hpe_jax.data import pipeline
 from hpe_jax.data import skeletons
 from hpe_jax.data import top_down
 from hpe_jax.data import warp
-from hpe_jax.ops import heatmaps
 
 H, W = 96, 128
 LEFT_WRIST = skeletons.COCO17.index('left_wrist')

@@ -7,12 +7,14 @@ import ml_collections
 import numpy as np
 import pytest
 
+from hpe_jax import tasks
+from hpe_jax.codecs import heatmap as heatmaps
 from hpe_jax.data import skeletons
 from hpe_jax.models import registry
-from hpe_jax.ops import heatmaps
 from hpe_jax.ops import skeleton_prior
+from hpe_jax.tasks import pose_mask
+from hpe_jax.tasks import segmentation
 from hpe_jax.training import losses
-from hpe_jax.training import tasks
 
 
 def build(name, skeleton=skeletons.COCO17, **fields):
@@ -150,7 +152,7 @@ def _segmentation_batch(b=2, h=8, w=8, k=17):
 def _segmentation_task(**loss):
   cfg = tasks.default_loss_config('segmentation')
   cfg.update(loss)
-  return tasks.SegmentationTask(cfg, (8, 8))
+  return segmentation.SegmentationTask(cfg, (8, 8))
 
 
 def test_segmentation_task_loss_parts_and_weights():
@@ -231,7 +233,7 @@ def test_pose_mask_net_uses_the_pose_and_checks_inputs():
 
 @pytest.mark.parametrize('name', ['mse', 'bce'])
 def test_pose_mask_loss_ignores_unknown_pixels(name):
-  task = tasks.PoseMaskTask(ml_collections.ConfigDict(dict(name=name)),
+  task = pose_mask.PoseMaskTask(ml_collections.ConfigDict(dict(name=name)),
                             (2, 2))
   mask = np.array([[[1, 0], [255, 1]]], np.uint8)
   good = {'mask': jnp.array([[[0.999, -0.999], [0.3, 0.999]]])}
@@ -255,7 +257,7 @@ def test_ground_truth_joint_maps_through_the_evaluation_path():
   from hpe_jax.data import datasets  # pylint: disable=import-outside-toplevel
   from hpe_jax.data import pipeline  # pylint: disable=import-outside-toplevel
   from hpe_jax.evaluation import pck  # pylint: disable=import-outside-toplevel
-  from hpe_jax.evaluation import segmentation_evaluator as se  # pylint: disable=import-outside-toplevel
+  se = segmentation
   cfg = datasets.default_config()
   cfg.synthetic.update(num_eval=6, image_size=(48, 64), max_people=1)
   dataset = datasets.build(cfg, 'eval')

@@ -14,7 +14,7 @@ from hpe_jax.data import augment
 from hpe_jax.data import example
 from hpe_jax.data import synthetic
 from hpe_jax.data import warp
-from hpe_jax.training import metric_writer
+from hpe_jax.runtime import metric_writer
 from hpe_jax.training import trainer
 from conftest import load_recipe
 from conftest import ROOT

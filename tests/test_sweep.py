@@ -8,7 +8,7 @@ import shlex
 
 import pytest
 
-from hpe_jax.training import metric_writer
+from hpe_jax.runtime import metric_writer
 from launch import hyper
 from launch import sweep
 from conftest import ROOT

@@ -417,7 +417,7 @@ def test_export_round_trips_through_pycocotools(tmp_path):
 
 def test_command_line_export_matches_python_export(tmp_path):
   env = dict(os.environ)
-  root = pathlib.Path(synthetic.__file__).resolve().parents[2]
+  root = pathlib.Path(synthetic.__file__).resolve().parents[3]
   env['PYTHONPATH'] = os.pathsep.join(filter(None, [str(root),
                                                     env.get('PYTHONPATH')]))
   subprocess.run(

@@ -11,12 +11,21 @@ import subprocess
 import sys
 import time
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from hpe_jax.training import metric_writer
-from hpe_jax.training import preemption
+from hpe_jax import tasks
+from hpe_jax.data import datasets
+from hpe_jax.data import pipeline
+from hpe_jax.models import registry
+from hpe_jax.runtime import metric_writer
+from hpe_jax.runtime import preemption
+from hpe_jax.runtime import run_config
+from hpe_jax.runtime import sharding
+from hpe_jax.training import optimizers
+from hpe_jax.training import train_state
 from hpe_jax.training import trainer
 from conftest import ROOT, TINY_FLAGS
 
@@ -48,7 +57,7 @@ def test_loss_falls_and_metric_rises(tmp_path, tiny_config):
       'model.features': 32, 'model.depth': 2, 'input.image_size': (64, 64),
       'input.batch_size': 16, 'dataset.synthetic.num_train': 400,
       'dataset.synthetic.num_eval': 24, 'dataset.synthetic.image_size':
-      (96, 96), 'loss.sigma': 1.0})
+      (96, 96), 'codec.sigma': 1.0})
   metrics = trainer.train_and_evaluate(config, str(tmp_path))
   lines = metric_writer.read_metrics(str(tmp_path))
   losses = [l['train/loss'] for l in lines if 'train/loss' in l]
@@ -156,9 +165,12 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path):
   for devices in (1, 8):
     workdir = tmp_path / str(devices)
     env = {'XLA_FLAGS': f'--xla_force_host_platform_device_count={devices}',
-           'JAX_PLATFORMS': 'cpu'}
+           'JAX_PLATFORMS': 'cpu',
+           # The opt-in compilation cache keeps even these small programs.
+           'JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS': '0'}
     proc = run_main(workdir, '--config.total_steps=4',
-                    '--config.log_every=1', env=env)
+                    '--config.log_every=1',
+                    f'--compilation_cache={tmp_path / "cache"}', env=env)
     output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, output
     assert f'Devices: {devices} ' in output
@@ -167,12 +179,13 @@ def test_one_and_eight_devices_give_the_same_losses(tmp_path):
                        if 'train/loss' in l]
   assert len(losses[1]) == 4
   np.testing.assert_allclose(losses[8], losses[1], rtol=1e-4)
+  assert os.listdir(tmp_path / 'cache')
 
 
 def test_saved_config_reloads_identically(tmp_path, tiny_config):
   config = tiny_config()
-  trainer.save_config(config, str(tmp_path))
-  reloaded = trainer.load_config(str(tmp_path))
+  run_config.save_config(config, str(tmp_path))
+  reloaded = run_config.load_config(str(tmp_path))
   assert json.loads(reloaded.to_json()) == json.loads(config.to_json())
   assert reloaded.input.image_size == (32, 32)
 
@@ -182,8 +195,44 @@ def test_config_saved_by_an_older_version_loads_as_before(tmp_path,
   fields = json.loads(tiny_config().to_json())
   del fields['task'], fields['dataset']['skeleton']
   del fields['dataset']['synthetic']['person_height']
-  (tmp_path / trainer.CONFIG_FILE).write_text(json.dumps(fields))
-  reloaded = trainer.load_config(str(tmp_path))
+  (tmp_path / run_config.CONFIG_FILE).write_text(json.dumps(fields))
+  reloaded = run_config.load_config(str(tmp_path))
   assert reloaded.task == 'keypoints' and reloaded.dataset.skeleton == ''
   assert json.loads(reloaded.to_json()) == json.loads(
       tiny_config().to_json())
+
+
+def test_train_step_reads_nothing_from_the_host(tiny_config):
+  """The trainer runs its step under a transfer guard; here the same step
+  runs clean, and a batch left on the host trips the guard."""
+  config = tiny_config()
+  mesh = sharding.make_mesh()
+  data = datasets.build(config.dataset, 'train')
+  model = registry.build_for_run(config, data.skeleton)
+  tx, lr_fn = optimizers.make_optimizer(config.optimizer, config.total_steps)
+  state = train_state.create(model, tx, tasks.make(config), config, mesh)
+  host_batch = next(iter(pipeline.train_dataset(
+      data, config.input, seed=0, batch_size=config.input.batch_size)))
+  batch = sharding.to_global(host_batch, mesh)
+  step_fn = trainer.make_train_step(config, model, tx, lr_fn, mesh)
+  sums = jax.device_put(trainer.zero_metric_sums(step_fn, state, batch),
+                        sharding.replicated(mesh))
+  with jax.transfer_guard('disallow'):
+    for _ in range(2):
+      state, sums = step_fn(state, batch, sums)
+  assert int(state.step) == 2 and np.isfinite(float(sums['loss']))
+  with jax.transfer_guard('disallow'), pytest.raises(
+      Exception, match='(?i)disallowed'):
+    step_fn(state, host_batch, sums)
+
+
+def test_config_with_the_old_sigma_and_decode_fields_loads_into_the_codec(
+    tmp_path, tiny_config):
+  fields = json.loads(tiny_config().to_json())
+  del fields['codec']
+  fields['loss']['sigma'] = 1.5
+  fields['eval']['decode'] = 'quarter'
+  (tmp_path / run_config.CONFIG_FILE).write_text(json.dumps(fields))
+  reloaded = run_config.load_config(str(tmp_path))
+  assert (reloaded.codec.sigma, reloaded.codec.decode) == (1.5, 'quarter')
+  assert 'sigma' not in reloaded.loss and 'decode' not in reloaded.eval

@@ -16,9 +16,9 @@ import numpy as np
 from ml_collections import config_flags
 
 from hpe_jax import visualization
+from hpe_jax.codecs import heatmap
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
-from hpe_jax.ops import heatmaps as heatmaps_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Config file with dataset and input sections.',
@@ -29,28 +29,23 @@ _SPLIT = flags.DEFINE_enum('split', 'train', ['train', 'eval'],
 _NUM = flags.DEFINE_integer('num_examples', 8, 'Examples to draw.')
 _SIGMA = flags.DEFINE_float(
     'sigma', None, 'Heatmap sigma in output pixels; default: the config\'s '
-    'loss.sigma, or 2 for a data-only config.')
-
-
-def to_input_coords(xy: np.ndarray, stride: int) -> np.ndarray:
-  """Output-grid coordinates to input pixels (centre-aligned grids)."""
-  return (xy + 0.5) * stride - 0.5
+    'codec.sigma, or 2 for a data-only config.')
 
 
 def draw_batch(batch, dataset, cfg, sigma: float, num: int) -> np.ndarray:
   """The preview image of the first `num` examples of a batch."""
-  stride = cfg.output_stride
+  codec = heatmap.HeatmapCodec(sigma=sigma, stride=cfg.output_stride)
   out_size = batch['mask'].shape[1:3]
   kp = batch['keypoints']
-  heat, _ = jax.jit(heatmaps_lib.heatmap_targets, static_argnums=(2, 3))(
-      kp[..., :2], kp[..., 2], tuple(out_size), sigma)
+  heat, _ = jax.jit(codec.encode, static_argnums=2)(
+      kp[..., :2], kp[..., 2], tuple(out_size))
   heat = np.asarray(heat)
   panels = []
   for i in range(min(num, len(batch['image']))):
     image = batch['image'][i]
     people = kp[i].reshape(-1, kp.shape[-2], 3)
     shown = np.concatenate(
-        [to_input_coords(people[..., :2], stride), people[..., 2:]], -1)
+        [codec.grid_to_input(people[..., :2]), people[..., 2:]], -1)
     first = image
     if dataset.skeleton is not None:
       first = visualization.draw_skeleton(image, shown, dataset.skeleton)
@@ -76,7 +71,7 @@ def main(argv):
     ds, _ = pipeline.eval_dataset(dataset, config.input,
                                   batch_size=_NUM.value)
   batch = next(iter(ds))
-  sigma = _SIGMA.value or (config.loss.sigma if 'loss' in config else 2.0)
+  sigma = _SIGMA.value or (config.codec.sigma if 'codec' in config else 2.0)
   image = draw_batch(batch, dataset, config.input, sigma, _NUM.value)
   visualization.save_png(_OUTPUT.value, image)
   print(f'wrote {_OUTPUT.value}: {len(batch["image"])} examples of '

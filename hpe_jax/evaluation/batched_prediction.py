@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 
 import jax
+import numpy as np
 
 from hpe_jax.data import pipeline
-from hpe_jax.training import sharding
+from hpe_jax.runtime import sharding
 
 
 def eval_batches(dataset, input_cfg, batch_size: int, mesh, detections=None):
@@ -51,3 +52,23 @@ def check_all_seen(seen: int, expected: int, what: str) -> None:
   if seen != expected:
     raise RuntimeError(f'evaluated {seen} {what} of {expected}: damaged '
                        'samples were skipped')
+
+
+def predict_images(images, input_cfg, batch_size: int, predict, variables,
+                   mesh, result_of, keys: Sequence[str] = ()) -> list:
+  """One result per image of unlabelled full-image `images`, in order.
+
+  `result_of(annotation, host, i)` makes the result of row `i` of a host
+  batch (`host_predictions` with ``image_id``, ``affine``, ``valid`` and
+  `keys`), whose image has `annotation`.
+  """
+  annotations = [images.annotation(i) for i in range(len(images))]
+  by_id = {ann['image_id']: ann for ann in annotations}
+  batches, _ = eval_batches(images, input_cfg, batch_size, mesh)
+  found = {}
+  for host, _ in host_predictions(batches, predict, variables, mesh,
+                                  ('image_id', 'affine', 'valid', *keys)):
+    for i in np.flatnonzero(host['valid']):
+      ann = by_id[int(host['image_id'][i])]
+      found[ann['image_id']] = result_of(ann, host, i)
+  return [found[ann['image_id']] for ann in annotations]

@@ -7,7 +7,7 @@ heatmaps (Mask R-CNN's design, He et al. 2017, with a different detector).
 * **Backbone**: a small encoder-decoder (strided ConvBNReLU down to stride
   4 * 2**levels, nearest upsampling with skip additions back up) giving
   one feature map at stride 4.
-* **Detector**: CenterNet (Zhou et al. 2019; `ops.center_detection`): a
+* **Detector**: CenterNet (Zhou et al. 2019; `codecs.centers`): a
   centre heatmap plus log box size and centre offset per cell, decoded to
   the `max_detections` best peaks with `top_k`. It was chosen over anchors
   and region proposals because every shape is fixed (no proposal sampling,
@@ -42,8 +42,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from hpe_jax.codecs import centers
 from hpe_jax.models import layers
-from hpe_jax.ops import center_detection
 from hpe_jax.ops import roi_align
 
 Array = Any
@@ -182,7 +182,7 @@ class PartRCNN(nn.Module):
       rois = self._jitter(jnp.asarray(boxes, jnp.float32)[:, :self.max_rois])
       out['roi_valid'] = jnp.asarray(box_valid)[:, :self.max_rois]
     else:
-      rois, out['scores'] = center_detection.decode_detections(
+      rois, out['scores'] = centers.decode_detections(
           out['center_logits'], out['log_sizes'], out['offsets'],
           FEATURE_STRIDE, self.max_detections, images.shape[1:3])
       rois = jax.lax.stop_gradient(rois)

@@ -28,8 +28,8 @@ import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
+from hpe_jax.codecs import heatmap
 from hpe_jax.models import layers
-from hpe_jax.ops import heatmaps
 from hpe_jax.ops import skeleton_prior
 
 Array = Any
@@ -96,7 +96,7 @@ class PoseMaskNet(nn.Module):
         images.astype(self.dtype), train)
     # The stride-2 grid is centre-aligned with the input's.
     half_xy = (kp[..., :2] + 0.5) / 2 - 0.5
-    pose = heatmaps.gaussian_heatmaps(half_xy, kp[..., 2], (h // 2, w // 2),
+    pose = heatmap.gaussian_heatmaps(half_xy, kp[..., 2], (h // 2, w // 2),
                                       self.pose_sigma * h / 2, self.dtype)
     x = jnp.concatenate([x, pose], axis=-1)
     skips = []

@@ -100,3 +100,14 @@ def build(model_cfg: ml_collections.ConfigDict,
         f.name for f in dataclasses.fields(model_class)}:
       kwargs['limbs'] = tuple(map(tuple, skeleton.limb_indices.tolist()))
   return model_class(**kwargs)
+
+
+def build_for_run(config: ml_collections.ConfigDict,
+                  skeleton: skeletons.Skeleton | int | None) -> nn.Module:
+  """The model of a run's `config`, checked against its input stride."""
+  model = build(config.model, skeleton)
+  if model.output_stride != config.input.output_stride:
+    raise ValueError(
+        f'{config.model.name} predicts at stride {model.output_stride} but '
+        f'input.output_stride is {config.input.output_stride}')
+  return model

@@ -3,7 +3,7 @@
 The mask network is told whose mask to predict by an extra input channel: a
 soft drawing of that person's skeleton, one Gaussian "tube" of width sigma
 along every labelled limb plus a Gaussian bump at every labelled joint. It is
-array code like `hpe_jax.ops.heatmaps`, rendered inside the jitted step from
+array code like `hpe_jax.codecs.heatmap`, rendered inside the jitted step from
 the [B, K, 3] keypoints, in the same pixel-index coordinates (x = column,
 y = row, pixel centres at integers).
 """

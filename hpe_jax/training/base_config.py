@@ -7,26 +7,28 @@ their recipe changes; the result is locked, so a mistyped
 
 import ml_collections
 
+from hpe_jax import tasks
+from hpe_jax.codecs import heatmap
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
-from hpe_jax.evaluation import keypoint_evaluator
 from hpe_jax.models import registry
 from hpe_jax.training import optimizers
-from hpe_jax.training import tasks
 
 
 def get_base_config(model_name: str,
                     task: str = 'keypoints') -> ml_collections.ConfigDict:
   """Defaults of every field for `model_name` trained on `task`."""
+  task_class = tasks.get(task)
   config = ml_collections.ConfigDict()
   config.seed = 0
-  config.task = task  # see hpe_jax.training.tasks
+  config.task = task  # see hpe_jax.tasks
   config.dataset = datasets.default_config()
   config.input = pipeline.default_config()
   config.model = registry.default_config(model_name)
   config.optimizer = optimizers.default_config()
-  config.loss = tasks.default_loss_config(task)
-  config.eval = keypoint_evaluator.default_config()
+  config.codec = heatmap.default_config()  # targets and decoding share it
+  config.loss = task_class.default_loss_config()
+  config.eval = task_class.default_eval_config()
   config.total_steps = 10_000
   config.log_every = 50
   config.eval_every = 1000  # 0: only after the last step

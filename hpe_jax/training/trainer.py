@@ -18,12 +18,10 @@ uninterrupted one.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import time
 
 from absl import logging
-from clu import metrics as clu_metrics
 from clu import parameter_overview
 import jax
 import jax.numpy as jnp
@@ -31,104 +29,29 @@ import ml_collections
 import numpy as np
 import optax
 
-from hpe_jax.data import coco
+from hpe_jax import tasks
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
-from hpe_jax.evaluation import keypoint_evaluator
-from hpe_jax.evaluation import part_rcnn_evaluator
-from hpe_jax.evaluation import pose_mask_evaluator
-from hpe_jax.evaluation import segmentation_evaluator
 from hpe_jax.models import registry
-from hpe_jax.training import checkpointing
-from hpe_jax.training import metric_writer
+from hpe_jax.runtime import checkpointing
+from hpe_jax.runtime import metric_writer
+from hpe_jax.runtime import preemption
+from hpe_jax.runtime import run_config
+from hpe_jax.runtime import sharding
+from hpe_jax.runtime import storage
 from hpe_jax.training import optimizers
-from hpe_jax.training import preemption
-from hpe_jax.training import sharding
-from hpe_jax.training import storage
-from hpe_jax.training import tasks
 from hpe_jax.training import train_state
 
-CONFIG_FILE = 'config.json'
 
+def train_step(state: train_state.TrainState, batch, metric_sums, *, model,
+               tx, lr_fn, task):
+  """One optimisation step on a global batch.
 
-def save_config(config: ml_collections.ConfigDict, workdir: str) -> None:
-  path = storage.join(workdir, CONFIG_FILE)
-  text = config.to_json_best_effort(indent=2, sort_keys=True)
-  if path.exists() and path.read_text() != text:
-    logging.warning('%s differs from the config of this run; it is '
-                    'replaced by the current one.', path)
-  if jax.process_index() == 0:
-    path.write_text(text)
-
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The resolved config a run saved in its workdir (locked)."""
-  path = storage.join(workdir, CONFIG_FILE)
-  if not path.is_file():
-    raise FileNotFoundError(f'{path}: no config; is {workdir!r} a workdir '
-                            'of `python -m hpe_jax.main`?')
-  fields = _tuples(json.loads(path.read_text()))
-  # Fields added since a run was saved, with the value that keeps its
-  # meaning: runs from before tasks existed trained keypoint models on their
-  # dataset's own skeleton.
-  fields.setdefault('task', 'keypoints')
-  dataset = fields.get('dataset', {})
-  dataset.setdefault('skeleton', '')
-  dataset.get('synthetic', {}).setdefault('person_height', (0.25, 1.0))
-  config = ml_collections.ConfigDict(fields)
-  config.lock()
-  return config
-
-
-def _tuples(tree):
-  """JSON turns tuples into lists; configs use tuples for fixed sizes."""
-  if isinstance(tree, dict):
-    return {k: _tuples(v) for k, v in tree.items()}
-  if isinstance(tree, list):
-    return tuple(_tuples(v) for v in tree)
-  return tree
-
-
-def build_model(config, skeleton):
-  """The model of `config` for the dataset's `skeleton` (or joint count)."""
-  model = registry.build(config.model, skeleton)
-  if model.output_stride != config.input.output_stride:
-    raise ValueError(
-        f'{config.model.name} predicts at stride {model.output_stride} but '
-        f'input.output_stride is {config.input.output_stride}')
-  return model
-
-
-def init_state(model, tx, config, mesh) -> train_state.TrainState:
-  """A fresh, replicated training state."""
-  inputs = make_task(config).init_inputs(tuple(config.input.image_size),
-                                          model.num_joints, model.dtype)
-
-  def init(rng):
-    params_rng, state_rng = jax.random.split(rng)
-    variables = model.init(params_rng, **inputs, train=False)
-    return train_state.TrainState(
-        step=jnp.zeros((), jnp.int32), params=variables['params'],
-        batch_stats=variables.get('batch_stats', {}),
-        opt_state=tx.init(variables['params']), rng=state_rng)
-
-  return jax.jit(init, out_shardings=sharding.replicated(mesh))(
-      jax.random.key_data(jax.random.key(config.seed)))
-
-
-def make_task(config):
-  """The `tasks` object of `config` (its loss and model inputs)."""
-  return tasks.make_task(config, pipeline.geometry(config.input).output_size)
-
-
-def train_step(state: train_state.TrainState, batch, *, model, tx, lr_fn,
-               task):
-  """One optimisation step on a global batch; returns state and metrics."""
+  Returns the new state and `metric_sums` plus this step's metrics: the
+  loop fetches the sums only when it logs, so no step waits for the host.
+  """
   inputs = task.model_inputs(batch, model.dtype)
-  dropout_rng = jax.random.fold_in(state.rng, state.step)
-  # The RoI box jitter of part_rcnn; models without it ignore the stream.
-  rngs = {'dropout': dropout_rng,
-          'jitter': jax.random.fold_in(dropout_rng, 1)}
+  rngs = task.train_rngs(jax.random.fold_in(state.rng, state.step))
 
   def loss_fn(params):
     out, updated = model.apply(
@@ -147,91 +70,47 @@ def train_step(state: train_state.TrainState, batch, *, model, tx, lr_fn,
   metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
              'learning_rate': lr_fn(state.step)}
   metrics.update({f'loss/{k}': v for k, v in parts.items()})
-  return new_state, metrics
-
-
-def load_trained(config: ml_collections.ConfigDict, workdir: str,
-                 checkpoint: str = 'latest'):
-  """The model and variables of a run's checkpoint.
-
-  Args:
-    config: the run's config (`load_config`), possibly with overrides.
-    workdir: the run's workdir.
-    checkpoint: 'latest', 'best' (by the run's primary eval metric) or a
-      step number.
-
-  Returns:
-    (model, variables, step, mesh).
-  """
-  ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
-  if checkpoint == 'latest':
-    step = ckpt.latest_step()
-  elif checkpoint == 'best':
-    step = ckpt.best_step()
-  else:
-    step = int(checkpoint)
-  if step is None:
-    raise FileNotFoundError(f'{ckpt.directory}: no {checkpoint} checkpoint')
-  mesh = sharding.make_mesh()
-  model = build_model(config, datasets.skeleton(config.dataset))
-  tx, _ = optimizers.make_optimizer(config.optimizer, config.total_steps)
-  state = ckpt.restore(step, init_state(model, tx, config, mesh))
-  ckpt.close()
-  return model, state.variables, step, mesh
+  metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
+  if metric_sums is None:
+    return new_state, metrics
+  return new_state, jax.tree.map(jnp.add, metric_sums, metrics)
 
 
 def make_train_step(config, model, tx, lr_fn, mesh):
   """`train_step` jitted over the mesh: state replicated and donated, batch
-  sharded."""
+  sharded, metric sums replicated and donated."""
+  replicated = sharding.replicated(mesh)
   return jax.jit(
       functools.partial(train_step, model=model, tx=tx, lr_fn=lr_fn,
-                        task=make_task(config)),
-      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)),
-      out_shardings=sharding.replicated(mesh), donate_argnums=0)
+                        task=tasks.make(config)),
+      in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+      out_shardings=replicated, donate_argnums=(0, 2))
 
 
-def _load_detections(config, dataset):
-  if config.eval.boxes == 'gt':
-    return None
-  return coco.load_detections(config.eval.boxes, dataset,
-                              config.eval.min_detection_score)
+def zero_metric_sums(step_fn, state, batch):
+  """Zeros shaped like the metrics of `step_fn` (traced, not run)."""
+  _, metrics = jax.eval_shape(step_fn, state, batch, None)
+  return jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics)
 
 
-def make_evaluator(config, dataset, model, mesh):
-  """The evaluator of the config's task over `dataset`."""
-  kwargs = dict(model=model, mesh=mesh,
-                batch_size=config.input.eval_batch_size)
-  if config.task == 'segmentation':
-    return segmentation_evaluator.SegmentationEvaluator(
-        dataset, config.input, config.eval, target=config.loss.mask_target,
-        **kwargs)
-  if config.task == 'part_rcnn':
-    return part_rcnn_evaluator.PartRCNNEvaluator(
-        dataset, config.input, config.eval, **kwargs)
-  detections = _load_detections(config, dataset)
-  if config.task == 'pose_mask':
-    return pose_mask_evaluator.PoseMaskEvaluator(
-        dataset, config.input, config.eval, detections=detections,
-        **kwargs)
-  return keypoint_evaluator.KeypointEvaluator(
-      dataset, config.input, config.eval, detections=detections, **kwargs)
+class _MetricSums:
+  """The step metrics summed on the device between two log lines."""
 
+  def __init__(self, step_fn, state, batch, mesh):
+    self._zeros = jax.device_put(zero_metric_sums(step_fn, state, batch),
+                                 sharding.replicated(mesh))
+    self.sums = self._fresh()
+    self.count = 0
 
-class _Averages:
-  """Running means of the step metrics between two log lines (clu)."""
-
-  def __init__(self):
-    self.values: dict[str, clu_metrics.Average] = {}
-
-  def add(self, metrics) -> None:
-    for k, v in metrics.items():
-      a = clu_metrics.Average.from_model_output(v)
-      self.values[k] = self.values[k].merge(a) if k in self.values else a
+  def _fresh(self):
+    return jax.tree.map(jnp.copy, self._zeros)
 
   def pop(self) -> dict[str, float]:
-    out = {k: float(a.compute()) for k, a in self.values.items()}
-    self.values = {}
-    return out
+    """The means since the last `pop`, fetched in one transfer."""
+    host = jax.device_get(self.sums)
+    means = {k: float(v) / max(self.count, 1) for k, v in host.items()}
+    self.sums, self.count = self._fresh(), 0
+    return means
 
 
 def _every(step: int, period: int) -> bool:
@@ -260,7 +139,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   """
   # Workdir and config.
   storage.join(workdir).mkdir(parents=True, exist_ok=True)
-  save_config(config, workdir)
+  run_config.save_config(config, workdir)
 
   # Device mesh: one data axis over every device of every process.
   mesh = sharding.make_mesh()
@@ -277,18 +156,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       shard_index=jax.process_index(), shard_count=jax.process_count()))
 
   # Model, optimizer and state.
-  model = build_model(config, skeleton)
+  task = tasks.make(config)
+  model = registry.build_for_run(config, skeleton)
   tx, lr_fn = optimizers.make_optimizer(config.optimizer, config.total_steps)
-  state = init_state(model, tx, config, mesh)
 
   # Where to start: resume > init_from > scratch.
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
   start = ckpt.latest_step()
   if start is not None:
-    state = ckpt.restore(start, state, train_iter)
+    state = ckpt.restore(
+        start, train_state.abstract(model, tx, task, config, mesh),
+        train_iter)
     logging.info('Resumed from %s at step %d', ckpt.directory, start)
-  elif config.init_from:
-    state = checkpointing.load_weights(config.init_from, state)
+  else:
+    state = train_state.create(model, tx, task, config, mesh)
+    if config.init_from:
+      state = checkpointing.load_weights(config.init_from, state)
   start = start or 0
   writer = metric_writer.MetricWriter(workdir, resume_step=start)
   if start == 0:
@@ -298,8 +181,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     writer.write_text(0, 'config', f'```\n{config}\n```')
 
   step_fn = make_train_step(config, model, tx, lr_fn, mesh)
-
-  evaluator = make_evaluator(config, eval_data, model, mesh)
+  evaluator = task.make_evaluator(config, eval_data, model, mesh)
 
   def run_eval(step):
     t0 = time.perf_counter()
@@ -314,8 +196,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   # The loop.
   total = config.total_steps
-  averages = _Averages()
-  last_metrics, final_eval = None, {}
+  final_eval, averages = {}, None
   last_saved = start or None
   if start >= config.total_steps:
     logging.info('The run already reached total_steps=%d.', start)
@@ -325,8 +206,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   with preemption.PreemptionWatcher() as watcher:
     for step in range(start + 1, total + 1):
       batch = sharding.to_global(next(train_iter), mesh)
-      state, last_metrics = step_fn(state, batch)
-      averages.add(last_metrics)
+      if averages is None:
+        averages = _MetricSums(step_fn, state, batch, mesh)
+      # Everything the step reads is already on the devices: a host value
+      # slipping in (a per-step copy over the bus) is an error, not a
+      # silent slowdown.
+      with jax.transfer_guard('disallow'):
+        state, averages.sums = step_fn(state, batch, averages.sums)
+      averages.count += 1
 
       if _every(step, config.log_every) or step == total:
         train = averages.pop()
@@ -345,7 +232,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       evaluate = _every(step, config.eval_every) or step == total
       preempted = watcher.reached(step)
       if evaluate or preempted or _every(step, config.checkpoint_every):
-        _check_finite(float(last_metrics['loss']), step, last_saved)
+        # The loss summed since the last log line: NaN if any step was.
+        _check_finite(float(averages.sums['loss']), step, last_saved)
         metric = None
         if evaluate:
           final_eval = run_eval(step)

@@ -23,7 +23,7 @@ import jax
 import orbax.checkpoint as ocp
 from orbax.checkpoint.checkpoint_managers import preservation_policy
 
-from hpe_jax.training import storage
+from hpe_jax.runtime import storage
 
 CHECKPOINT_DIR = 'checkpoints'
 _ITEMS = ('state', 'data')

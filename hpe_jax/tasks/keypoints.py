@@ -1,6 +1,10 @@
-"""Keypoint evaluation of a model over a whole evaluation split.
+"""Keypoints: single-person pose models (hourglass, CPM) on top-down crops.
 
-The jitted predict step runs the model (and, with the flip test, the model on
+Training: Gaussian heatmap targets made on the device by the heatmap codec
+(``config.codec.sigma``), MSE per stack or stage, weighted by
+``loss.stack_weights`` (intermediate supervision).
+
+Evaluation: the jitted predict step runs the model (and, with the flip test, the model on
 the mirrored crops), averages the flipped-back heatmaps, decodes them and maps
 the coordinates back to the original images, all on the device. The host
 collects the valid examples of the padded batches (every person exactly
@@ -16,66 +20,102 @@ protocol:
 each with ``_flip`` appended when the flip test is on. The first of these
 that applies is the evaluator's `primary_metric`, used to keep the best
 checkpoint.
+
+Prediction: each person box (given, or the whole image) is cropped, run and
+decoded as in evaluation; results are COCO keypoint results per image.
 """
 
 from __future__ import annotations
 
+import collections
+import dataclasses
 import functools
 
 import ml_collections
 import numpy as np
 
 from hpe_jax import visualization
+from hpe_jax.codecs import heatmap
 from hpe_jax.data import example as example_lib
 from hpe_jax.evaluation import batched_prediction
 from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.evaluation import pck
-from hpe_jax.ops import heatmap_decoding
 from hpe_jax.ops import images as images_lib
-from hpe_jax.training import sharding
+from hpe_jax.runtime import sharding
+from hpe_jax.tasks import base
+from hpe_jax.training import losses
 
 PCK_ALPHA = 0.2
 PCKH_ALPHA = 0.5
 
 
-def default_config() -> ml_collections.ConfigDict:
-  """Evaluation defaults; recipes override them under ``config.eval``."""
-  return ml_collections.ConfigDict(dict(
-      flip=False,  # flip test (the evaluate command turns it on)
-      decode='dark',  # 'dark' | 'quarter' | 'argmax'
-      boxes='gt',  # 'gt', or a COCO detection file (top-down with dets)
-      min_detection_score=0.0,
-      num_preview_images=8,  # predicted skeletons drawn to TensorBoard
-  ))
+@dataclasses.dataclass(frozen=True)
+class KeypointTask(base.Task):
+  """Heatmap regression with intermediate supervision."""
+
+  @staticmethod
+  def default_loss_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        stack_weights=(),  # per stack / stage; empty = 1 each
+    ))
+
+  def loss(self, outputs, batch):
+    kp = batch['keypoints']
+    target, weights = self.codec.encode(kp[..., :2], kp[..., 2],
+                                        self.output_size)
+    return losses.stacked_heatmap_loss(outputs['heatmaps'], target, weights,
+                                       self.loss_cfg.stack_weights)
+
+  def make_evaluator(self, config, dataset, model, mesh):
+    return KeypointEvaluator(
+        dataset, config.input, config.eval, self.codec, model=model,
+        mesh=mesh, batch_size=config.input.eval_batch_size,
+        detections=base.load_detections(config, dataset))
+
+  def protocol_suffix(self, config) -> str:
+    boxes = 'gt' if config.eval.boxes == 'gt' else 'detected'
+    return coco_keypoints.protocol_suffix_for(boxes, config.eval.flip)
+
+  def make_predictor(self, config, model, mesh, skeleton, *,
+                     min_score=0.3, keypoint_threshold=0.2):
+    del skeleton, min_score, keypoint_threshold
+    return KeypointPredictor(config, self.codec, model, mesh)
+
+  def draw(self, image, result, skeleton, threshold):
+    people = result['people']
+    if not people:
+      return image
+    kp = np.array([p['keypoints'] for p in people]).reshape(
+        len(people), skeleton.num_joints, 3)
+    return visualization.draw_skeleton(
+        image, kp, skeleton, threshold=threshold,
+        person_colors=visualization.person_colors(len(people)))
 
 
-def predict_keypoints(variables, batch, *, model, flip_permutation,
-                      flip: bool, decode: str, dtype):
+TASK = KeypointTask
+
+
+def predict_keypoints(variables, batch, *, model, codec, flip_permutation,
+                      flip: bool, dtype):
   """Keypoints [B, K, 2] in image pixels, scores [B, K], heatmap coords."""
   images = images_lib.normalize(batch['image'], dtype)
   heat = model.apply(variables, images, train=False)['heatmaps'][-1]
   if flip:
     mirrored = model.apply(variables, images[:, :, ::-1],
                            train=False)['heatmaps'][-1]
-    heat = heatmap_decoding.flip_test_average(heat, mirrored,
-                                              flip_permutation)
-  coords, scores = heatmap_decoding.decode_heatmaps(heat, decode)
-  image_xy = heatmap_decoding.heatmap_to_image_coords(coords, batch['affine'])
+    heat = heatmap.flip_test_average(heat, mirrored, flip_permutation)
+  coords, scores = codec.decode(heat)
+  image_xy = heatmap.heatmap_to_image_coords(coords, batch['affine'])
   return dict(keypoints=image_xy, scores=scores, heatmap_xy=coords)
 
 
-def make_predict_fn(model, skeleton, eval_cfg: ml_collections.ConfigDict,
-                    mesh):
+def make_predict_fn(model, skeleton, codec, flip: bool, mesh):
   """`predict_keypoints` jitted over the mesh: (variables, batch) -> dict."""
   return batched_prediction.jit_predict(
       functools.partial(
-          predict_keypoints, model=model,
-          flip_permutation=skeleton.flip_permutation, flip=eval_cfg.flip,
-          decode=eval_cfg.decode, dtype=model.dtype), mesh)
-
-
-def _suffix(flip: bool) -> str:
-  return '_flip' if flip else ''
+          predict_keypoints, model=model, codec=codec,
+          flip_permutation=skeleton.flip_permutation, flip=flip,
+          dtype=model.dtype), mesh)
 
 
 class KeypointEvaluator:
@@ -83,22 +123,25 @@ class KeypointEvaluator:
 
   def __init__(self, dataset: example_lib.ImageDataset,
                input_cfg: ml_collections.ConfigDict,
-               eval_cfg: ml_collections.ConfigDict, *, model, mesh,
+               eval_cfg: ml_collections.ConfigDict,
+               codec: heatmap.HeatmapCodec, *, model, mesh,
                batch_size: int, detections=None):
     if dataset.skeleton is None:
       raise ValueError(f'{dataset.name} has no keypoints to evaluate')
     self.dataset = dataset
     self.cfg = eval_cfg
     self.mesh = mesh
-    self.stride = input_cfg.output_stride
+    self.codec = codec
     self.boxes = 'gt' if detections is None else 'detected'
     self.batches, self.count = batched_prediction.eval_batches(
         dataset, input_cfg, batch_size, mesh, detections)
-    self.predict_fn = make_predict_fn(model, dataset.skeleton, eval_cfg, mesh)
+    self.predict_fn = make_predict_fn(model, dataset.skeleton, codec,
+                                      eval_cfg.flip, mesh)
     self.metric_names = self._metric_names()
+    self.results = None
 
   def _metric_names(self) -> list[str]:
-    s = _suffix(self.cfg.flip)
+    s = base.flip_suffix(self.cfg.flip)
     names = []
     if self.dataset.skeleton.torso is not None and self.boxes == 'gt':
       names.append(pck.metric_name(PCK_ALPHA, 'torso') + s)
@@ -144,15 +187,16 @@ class KeypointEvaluator:
 
   def _previews(self, images, host) -> list[np.ndarray]:
     n = min(self.cfg.num_preview_images, int(host['valid'].sum()))
-    xy = (host['heatmap_xy'][:n] + 0.5) * self.stride - 0.5
+    xy = self.codec.grid_to_input(host['heatmap_xy'][:n])
     kp = np.concatenate([xy, np.full(xy.shape[:-1] + (1,), 2.0)], -1)
     return [visualization.draw_skeleton(images[i], kp[i],
                                         self.dataset.skeleton)
             for i in range(n)]
 
-  def metrics(self, pred) -> dict[str, float]:
-    """The metrics of `metric_names` for predictions from `predict`."""
-    s = _suffix(self.cfg.flip)
+  def metrics(self, pred, results) -> dict[str, float]:
+    """The metrics of `metric_names` for predictions from `predict` and
+    their COCO `results`."""
+    s = base.flip_suffix(self.cfg.flip)
     gt = pred['gt_keypoints']
     labelled = gt[..., 2] > 0
     out = {}
@@ -166,10 +210,12 @@ class KeypointEvaluator:
                              pck.head_size(pred['head_box']), PCKH_ALPHA)
       out[pck.metric_name(PCKH_ALPHA, 'head') + s] = res.mean
     if hasattr(self.dataset, 'coco'):
-      out.update(self._coco_metrics(pred))
+      out.update(coco_keypoints.evaluate_keypoints(
+          self.dataset.coco, results,
+          coco_keypoints.protocol_suffix_for(self.boxes, self.cfg.flip)))
     return {k: float(v) for k, v in out.items()}
 
-  def results(self, pred) -> list[dict]:
+  def results_of(self, pred) -> list[dict]:
     """COCO keypoint results of predictions from `predict`."""
     scores = pred['scores']
     keypoints = np.concatenate([pred['keypoints'], scores[..., None]], -1)
@@ -177,11 +223,6 @@ class KeypointEvaluator:
     results = coco_keypoints.keypoint_results(
         pred['image_id'], keypoints, pred['score'] * scores.mean(-1))
     return self._nms(results) if self.boxes == 'detected' else results
-
-  def _coco_metrics(self, pred) -> dict[str, float]:
-    return coco_keypoints.evaluate_keypoints(
-        self.dataset.coco, self.results(pred),
-        coco_keypoints.protocol_suffix_for(self.boxes, self.cfg.flip))
 
   def _nms(self, results):
     """OKS-NMS per image, removing duplicate poses of overlapping boxes."""
@@ -200,4 +241,36 @@ class KeypointEvaluator:
 
   def evaluate(self, variables) -> tuple[dict[str, float], list[np.ndarray]]:
     pred, previews = self.predict(variables)
-    return self.metrics(pred), previews
+    self.results = self.results_of(pred)
+    return self.metrics(pred, self.results), previews
+
+
+def whole_image_boxes(images: example_lib.ImageDataset):
+  """One box covering each whole image (pixel edges), score 1."""
+  boxes = {}
+  for i in range(len(images)):
+    ann = images.annotation(i)
+    box = example_lib.image_box(ann['height'], ann['width'])
+    boxes[ann['image_id']] = (box[None], np.ones(1, np.float32))
+  return boxes
+
+
+class KeypointPredictor:
+  """Poses of the people in given boxes (default: each whole image)."""
+
+  def __init__(self, config, codec, model, mesh):
+    self.config, self.codec, self.model, self.mesh = config, codec, model, mesh
+
+  def predict(self, variables, images, boxes=None, poses=None):
+    del poses
+    evaluator = KeypointEvaluator(
+        images, self.config.input, self.config.eval, self.codec,
+        model=self.model, mesh=self.mesh,
+        batch_size=self.config.input.eval_batch_size,
+        detections=whole_image_boxes(images) if boxes is None else boxes)
+    by_image = collections.defaultdict(list)
+    for r in evaluator.results_of(evaluator.predict(variables)[0]):
+      by_image[r['image_id']].append(r)
+    return [{'image_id': image_id, 'people': by_image[image_id]}
+            for image_id in (images.annotation(i)['image_id']
+                             for i in range(len(images)))]

@@ -1,6 +1,17 @@
-"""Evaluation of the multi-person part model (part_rcnn) over a split.
+"""Multi-person body parts: a CenterNet person detector and an RoI head with
+part masks and keypoints per person, on full images.
 
-The jitted predict step runs detector and RoI head, then, still on the
+Training: targets come from the full-image sample at output stride 1:
+``boxes`` and ``person_valid`` for the detector (`codecs.centers`); for RoI
+r (person slot r, jittered box) the crops of ``instance_map`` == r + 1
+(whole body) and of ``part_map`` within it, and that person's keypoints on
+the RoI grid (`codecs.roi_keypoints`). CenterNet focal loss on the centre
+heatmap and L1 on log box sizes and centre offsets; per RoI, sigmoid
+cross-entropy of the whole-body channel, a softmax cross-entropy over the
+part channels inside the body and Mask R-CNN's spatial cross-entropy of the
+keypoints.
+
+Evaluation: the jitted predict step runs detector and RoI head, then, still on the
 device, maps every detection back into the input image: its mask
 probabilities are pasted into the image (`roi_align.paste_rois`), each
 pixel goes to the highest-scoring detection whose whole-body probability
@@ -27,24 +38,31 @@ The primary metric (best checkpoint) is ``mask_ap``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 
 from hpe_jax import visualization
+from hpe_jax.codecs import centers
+from hpe_jax.codecs import heatmap
+from hpe_jax.codecs import roi_keypoints
 from hpe_jax.data import example as example_lib
+from hpe_jax.data import skeletons
 from hpe_jax.data import warp
 from hpe_jax.evaluation import batched_prediction
 from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.evaluation import instance_metrics
 from hpe_jax.ops import affine
-from hpe_jax.ops import heatmap_decoding
 from hpe_jax.ops import images as images_lib
 from hpe_jax.ops import roi_align
-from hpe_jax.training import sharding
+from hpe_jax.runtime import sharding
+from hpe_jax.tasks import base
+from hpe_jax.training import losses
 
 BODY_THRESHOLD = 0.5
 # Previews show the more confident people only.
@@ -52,6 +70,110 @@ PREVIEW_MIN_SCORE = 0.2
 # Keys of the batch the host needs besides the predictions.
 BATCH_KEYS = ('image_id', 'affine', 'valid', 'boxes', 'person_valid',
               'instance_map', 'part_map')
+
+
+@dataclasses.dataclass(frozen=True)
+class PartRCNNTask(base.Task):
+  """Detection plus per-person part masks and keypoints, on full images.
+
+  Targets come from the full-image sample at output stride 1: ``boxes`` and
+  ``person_valid`` for the detector; for RoI r (person slot r, jittered
+  box) the crops of ``instance_map`` == r + 1 (whole body) and of
+  ``part_map`` within it, and that person's ``keypoints`` on the RoI grid.
+  Pixels of unknown label are left out, as are part labels of data without
+  part maps (COCO-format masks train the body channel only).
+  """
+
+  rng_streams = ('jitter',)  # the RoI box jitter in training
+
+  @staticmethod
+  def default_loss_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        center_weight=1.0,  # focal loss on the centre heatmap
+        size_weight=1.0,  # L1 on log box width and height
+        offset_weight=1.0,  # L1 on the centre's sub-cell offset
+        body_weight=1.0,  # sigmoid cross-entropy of the whole-body mask
+        parts_weight=1.0,  # softmax cross-entropy of the parts in the body
+        keypoint_weight=0.5,  # spatial cross-entropy per joint
+        keypoint_sigma=2.0,  # target Gaussians, in cells of a 56 grid
+    ))
+
+  def model_inputs(self, batch, dtype) -> dict:
+    return {'images': images_lib.normalize(batch['image'], dtype),
+            'boxes': batch['boxes'], 'box_valid': batch['person_valid']}
+
+  def loss(self, outputs, batch):
+    cfg = self.loss_cfg
+    valid = batch['person_valid'] & batch['valid'][:, None]
+    parts = self._detector_loss(outputs, batch['boxes'], valid)
+    parts.update(self._roi_loss(outputs, batch))
+    total = sum(cfg[f'{name}_weight'] * value
+                for name, value in parts.items())
+    return total, parts
+
+  def _detector_loss(self, outputs, boxes, valid):
+    heat = outputs['center_logits']
+    stride = self.output_size[0] // heat.shape[1]
+    t = centers.center_targets(boxes, valid, heat.shape[1:],
+                                        stride)
+    count = t['weight'].sum()
+    weight = t['weight'][..., None]
+
+    def l1(name, target):
+      pred = centers.gather_cells(outputs[name], t['index'])
+      return (jnp.abs(pred.astype(jnp.float32) - target) * weight).sum() / (
+          2 * jnp.maximum(count, 1.0))
+
+    return {'center': losses.center_focal_loss(heat, t['heatmap'], count),
+            'size': l1('log_sizes', t['log_size']),
+            'offset': l1('offsets', t['offset'])}
+
+  def _roi_loss(self, outputs, batch):
+    rois = outputs['rois']
+    logits = outputs['mask_logits'].astype(jnp.float32)
+    r, m = rois.shape[1], logits.shape[2]
+    roi_valid = outputs['roi_valid'] & batch['valid'][:, None]
+    ignore = skeletons.IGNORE_LABEL
+    instances = roi_align.crop_labels(batch['instance_map'], rois, m)
+    part_map = roi_align.crop_labels(batch['part_map'], rois, m)
+    body = instances == jnp.arange(1, r + 1)[None, :, None, None]
+    known = (instances != ignore) & roi_valid[:, :, None, None]
+    body_loss = losses.masked_mean(
+        optax.sigmoid_binary_cross_entropy(logits[..., -1],
+                                           body.astype(jnp.float32)),
+        known.astype(jnp.float32))
+    # Parts compete only inside the person (a softmax over the part
+    # channels): the body channel already says where the person is.
+    labelled = known & body & (part_map != ignore) & (part_map > 0)
+    part_loss = losses.softmax_cross_entropy(
+        logits[..., :-1],
+        jnp.where(labelled, part_map.astype(jnp.int32) - 1, ignore))
+
+    # Keypoints (input pixels at stride 1) onto each RoI's m x m grid.
+    codec = roi_keypoints.RoIKeypointCodec(m, self.loss_cfg.keypoint_sigma)
+    maps, kp_weights = codec.encode(batch['keypoints'][:, :r], rois)
+    keypoints = losses.spatial_cross_entropy(
+        outputs['keypoint_logits'], maps, kp_weights * roi_valid[..., None])
+    return {'body': body_loss, 'parts': part_loss, 'keypoint': keypoints}
+
+  def make_evaluator(self, config, dataset, model, mesh):
+    return PartRCNNEvaluator(dataset, config.input, config.eval, model=model,
+                             mesh=mesh,
+                             batch_size=config.input.eval_batch_size)
+
+  def make_predictor(self, config, model, mesh, skeleton, *,
+                     min_score=0.3, keypoint_threshold=0.2):
+    del skeleton, keypoint_threshold
+    return PartRCNNPredictor(config, model, mesh, min_score)
+
+  def draw(self, image, result, skeleton, threshold):
+    labels = result['label_images']
+    return visualization.draw_people(
+        image, labels['instances'], labels['parts'], result['kept'],
+        result['keypoints'], skeleton, threshold=threshold)
+
+
+TASK = PartRCNNTask
 
 
 def compose_people(probs, scores, min_score: float):
@@ -79,13 +201,6 @@ def compose_people(probs, scores, min_score: float):
   return instances.astype(jnp.uint8), parts.astype(jnp.uint8)
 
 
-def _roi_to_input(grid_xy, rois, size: int):
-  """Points on RoIs' size x size grids [B, D, K, 2] -> input pixels."""
-  origin = rois[:, :, None, :2]
-  extent = rois[:, :, None, 2:] - origin
-  return (grid_xy + 0.5) / size * extent + origin - 0.5
-
-
 def _boxes_to_image(boxes, image_to_input):
   """Boxes [B, D, 4] in input pixels -> original image pixels.
 
@@ -106,18 +221,11 @@ def predict_people(variables, batch, *, model, min_score: float):
   probs = jax.nn.sigmoid(out['mask_logits'].astype(jnp.float32))
   pasted = roi_align.paste_rois(probs, rois, images.shape[1:3])
   instances, parts = compose_people(pasted, scores, min_score)
-  # A joint's confidence is its probability mass in the 3x3 cells around
-  # the peak: near 1 for a peak as sharp as the training targets.
-  logits = out['keypoint_logits'].astype(jnp.float32)
-  b, d, m, _, k = logits.shape
-  probs_kp = jax.nn.softmax(logits.reshape(b, d, m * m, k), axis=2).reshape(
-      logits.shape)
-  mass = jax.lax.reduce_window(probs_kp, 0.0, jax.lax.add, (1, 1, 3, 3, 1),
-                               (1, 1, 1, 1, 1), 'SAME')
-  grid_xy, kp_scores = heatmap_decoding.decode_heatmaps(mass, 'quarter')
-  input_xy = _roi_to_input(grid_xy, rois, m)
-  image_xy = heatmap_decoding.heatmap_to_image_coords(
-      input_xy, batch['affine'][:, None])
+  logits = out['keypoint_logits']
+  codec = roi_keypoints.RoIKeypointCodec(size=logits.shape[2])
+  input_xy, kp_scores = codec.decode(logits, rois)
+  image_xy = heatmap.heatmap_to_image_coords(input_xy,
+                                             batch['affine'][:, None])
   kp_scores = kp_scores[..., None]
   return dict(rois=rois, scores=scores,
               image_boxes=_boxes_to_image(rois, batch['affine']),
@@ -187,6 +295,7 @@ class PartRCNNEvaluator:
         dataset, input_cfg, batch_size, mesh)
     self.predict_fn = make_predict_fn(model, self.min_score, mesh)
     self.primary_metric = 'mask_ap'
+    self.results = None
 
   def predict(self, variables):
     """COCO results of every detection kept, the part metrics over matched
@@ -233,8 +342,8 @@ class PartRCNNEvaluator:
 
   def evaluate(self, variables) -> tuple[dict[str, float], list[np.ndarray]]:
     """Metrics over the split and previews of the first images."""
-    results, part_metrics, previews = self.predict(variables)
-    return self.metrics(results, part_metrics), previews
+    self.results, part_metrics, previews = self.predict(variables)
+    return self.metrics(self.results, part_metrics), previews
 
   def _previews(self, images, host, valid) -> list[np.ndarray]:
     out = []
@@ -245,3 +354,30 @@ class PartRCNNEvaluator:
           people['input_keypoints'], self.dataset.skeleton))
     return out
 
+
+class PartRCNNPredictor:
+  """Every person the model finds: box, keypoints, mask and body parts."""
+
+  def __init__(self, config, model, mesh, min_score: float):
+    self.config, self.mesh, self.min_score = config, mesh, min_score
+    self.predict_fn = make_predict_fn(model, min_score, mesh)
+
+  def predict(self, variables, images, boxes=None, poses=None):
+    del boxes, poses
+
+    def result_of(ann, host, i):
+      shape = (ann['height'], ann['width'])
+      people = image_people(host, i, self.min_score)
+      instances, masks = image_instances(people, host['affine'][i], shape)
+      parts = warp.labels_to_image(people['parts'], host['affine'][i], shape)
+      return {
+          'image_id': ann['image_id'],
+          'people': instance_metrics.instance_results(
+              [ann['image_id']] * len(masks), people['image_boxes'],
+              people['scores'], keypoints=people['keypoints'], masks=masks),
+          'kept': people['kept'], 'keypoints': people['keypoints'],
+          'label_images': {'instances': instances, 'parts': parts}}
+
+    return batched_prediction.predict_images(
+        images, self.config.input, self.config.input.eval_batch_size,
+        self.predict_fn, variables, self.mesh, result_of)

@@ -41,7 +41,7 @@ from tensorboardX import summary as tb_summary
 from tensorboardX import utils as tb_utils
 from tensorboardX.proto import summary_pb2
 
-from hpe_jax.training import storage
+from hpe_jax.runtime import storage
 
 METRICS_FILE = 'metrics.jsonl'
 TENSORBOARD_DIR = 'tensorboard'

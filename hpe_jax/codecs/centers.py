@@ -1,4 +1,4 @@
-"""Centre-heatmap person detection (CenterNet, Zhou et al. 2019) as array code.
+"""Person centres and boxes (CenterNet, Zhou et al. 2019): the detector codec.
 
 A person is a peak of a centre heatmap at the detector's feature stride,
 plus its box size (regressed as log width and height in feature pixels)

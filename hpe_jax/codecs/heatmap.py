@@ -1,23 +1,128 @@
-"""Keypoint coordinates from heatmaps, flip-test averaging, and back to images.
+"""Gaussian heatmaps: keypoint targets and their decoding, in one place.
 
-Heatmaps are channels-last, ``[..., H, W, K]``. Decoded coordinates are
-``(x, y)`` in heatmap pixel-index coordinates (pixel ``(i, j)`` has its centre
-at ``x=j, y=i``); `heatmap_to_image_coords` takes them to the original image
-through the inverse of the pipeline's image->heatmap affine (see
-`hpe_jax.ops.affine` for the centre-aligned grid convention).
+mmpose calls this a codec: the one object that says how a keypoint becomes
+a target and how a prediction becomes a keypoint again, so the two cannot
+disagree. `HeatmapCodec` holds the shared settings (``config.codec``: the
+Gaussian's sigma and the decoding method; DARK's blur is derived from the
+same sigma) and the stride between the input and the heatmap grid.
 
-Everything is pure ``jnp`` and vectorised over any leading batch dims, so it
-runs inside ``jax.jit`` on the accelerator.
+Everything is array code meant to run inside the jitted steps: the input
+pipeline only warps images and keypoints; the [B, H, W, K] targets are made
+on the accelerator from [B, K, 2] keypoints, so no host worker spends time
+on per-joint loops and no large target tensors cross the bus; decoding,
+flip-test averaging and the mapping back to the original image run on the
+device too.
+
+Conventions: heatmaps are channels-last, ``[..., H, W, K]``. Coordinates
+are ``(x, y)`` in pixel-index coordinates (pixel ``(i, j)`` has its centre
+at ``x=j, y=i``) on centre-aligned grids (`hpe_jax.ops.affine`): input
+pixel ``x`` is heatmap coordinate ``(x + 0.5) / stride - 0.5``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 from hpe_jax.ops import affine
+
+
+def in_grid(xy, size):
+  """Whether points [..., 2] (x, y) fall on a grid of `size` (h, w) pixels."""
+  h, w = size
+  x, y = xy[..., 0], xy[..., 1]
+  return (x >= -0.5) & (x < w - 0.5) & (y >= -0.5) & (y < h - 0.5)
+
+
+def gaussian_heatmaps(keypoints, weights, size, sigma: float,
+                      dtype=jnp.float32):
+  """Renders unnormalised Gaussians (peak 1) at sub-pixel keypoint positions.
+
+  Args:
+    keypoints: [..., K, 2] x, y in heatmap pixel-index coordinates.
+    weights: [..., K]; channels with weight 0 are all zero.
+    size: (height, width) of the heatmaps.
+    sigma: standard deviation in heatmap pixels.
+    dtype: output dtype.
+
+  Returns:
+    [..., H, W, K] heatmaps, channels last.
+  """
+  h, w = size
+  kp = jnp.asarray(keypoints, jnp.float32)
+  # The 2-D Gaussian is separable: an outer product of [.., W, K] and
+  # [.., H, K] profiles costs H*W*K multiplies and no exp per pixel.
+  xs = jnp.arange(w, dtype=jnp.float32)[:, None]
+  ys = jnp.arange(h, dtype=jnp.float32)[:, None]
+  gx = jnp.exp(-(xs - kp[..., None, :, 0]) ** 2 / (2 * sigma ** 2))
+  gy = jnp.exp(-(ys - kp[..., None, :, 1]) ** 2 / (2 * sigma ** 2))
+  on = (jnp.asarray(weights) > 0).astype(jnp.float32)
+  gx = gx * on[..., None, :]
+  return (gy[..., :, None, :] * gx[..., None, :, :]).astype(dtype)
+
+
+def heatmap_targets(keypoints, visibility, size, sigma: float,
+                    dtype=jnp.float32):
+  """Heatmaps and per-joint loss weights for labelled joints on the grid.
+
+  Args:
+    keypoints: [..., K, 2] in heatmap coordinates.
+    visibility: [..., K] COCO visibility (0 unlabelled) or 0/1 weights.
+    size: (height, width).
+    sigma: Gaussian standard deviation in heatmap pixels.
+    dtype: heatmap dtype.
+
+  Returns:
+    (heatmaps [..., H, W, K], weights [..., K] float32): a joint counts when
+    it is labelled and its position lies on the heatmap grid.
+  """
+  weights = ((jnp.asarray(visibility) > 0) &
+             in_grid(jnp.asarray(keypoints), size)).astype(jnp.float32)
+  return gaussian_heatmaps(keypoints, weights, size, sigma, dtype), weights
+
+
+def people_heatmaps(keypoints, person_valid, size, sigma: float):
+  """Heatmaps of every person of full images, merged by maximum.
+
+  Args:
+    keypoints: [B, N, K, 3] x, y on the grid and visibility, N people.
+    person_valid: [B, N] which rows are people.
+    size: (height, width).
+    sigma: Gaussian standard deviation in grid pixels.
+
+  Returns:
+    (heatmaps [B, H, W, K], weights [B, K]): a channel counts when the
+    joint is labelled and on the grid for at least one person.
+  """
+  vis = keypoints[..., 2] * person_valid[..., None]
+  maps, weights = heatmap_targets(keypoints[..., :2], vis, size, sigma)
+  return maps.max(axis=1), weights.max(axis=1)
+
+
+# Pixels within one sigma of a joint (Gaussian >= exp(-1/2)) carry its label.
+_HARD_LABEL_LEVEL = 0.6065306597126334
+
+
+def joint_label_targets(heatmaps, soft: bool):
+  """Per-pixel targets over background + K joints from [B, H, W, K] maps.
+
+  Hard targets (int32 [B, H, W]): label k + 1 where joint k's Gaussian is
+  the largest and at least exp(-1/2) (within one sigma), 0 elsewhere. Soft
+  targets (float32 [B, H, W, K + 1]): the Gaussians as joint probabilities
+  (rescaled where they sum above 1) and the remainder as background.
+  """
+  if soft:
+    joints = heatmaps / jnp.maximum(1.0, heatmaps.sum(-1, keepdims=True))
+    background = 1.0 - joints.sum(-1, keepdims=True)
+    return jnp.concatenate([background, joints], axis=-1)
+  peak = heatmaps.max(-1)
+  return jnp.where(peak >= _HARD_LABEL_LEVEL, heatmaps.argmax(-1) + 1,
+                   0).astype(jnp.int32)
 
 DECODE_METHODS = ('dark', 'quarter', 'argmax')
 
@@ -68,15 +173,15 @@ def _extend_log_quadratic(log_maps, radius, axis):
   return jnp.moveaxis(padded, -1, axis)
 
 
-def _modulate(heatmaps, blur_kernel):
+def _modulate(heatmaps, blur_kernel, blur_sigma=None):
   """DARK's distribution modulation: Gaussian blur that keeps each max.
 
-  The blur's sigma follows the kernel size the way OpenCV derives it
-  (kernel 11 -> sigma 2, 17 -> 2.9), so `blur_kernel` is chosen to match the
-  training targets' sigma; kernel 1 means no blur.
+  Without `blur_sigma` the blur's sigma follows the kernel size the way
+  OpenCV derives it (kernel 11 -> sigma 2, 17 -> 2.9); kernel 1 means no
+  blur.
   """
   radius = (blur_kernel - 1) // 2
-  sigma = 0.3 * ((blur_kernel - 1) * 0.5 - 1) + 0.8
+  sigma = blur_sigma or 0.3 * ((blur_kernel - 1) * 0.5 - 1) + 0.8
   taps = jnp.exp(-jnp.arange(-radius, radius + 1.0) ** 2 / (2 * sigma ** 2))
   taps = taps / taps.sum()
   num_joints = heatmaps.shape[-1]
@@ -150,8 +255,10 @@ def _quarter_offset(maps_flat, height, width, x, y):
   return jnp.stack([off_x, off_y], -1)
 
 
-@functools.partial(jax.jit, static_argnames=('method', 'blur_kernel'))
-def decode_heatmaps(heatmaps, method: str = 'dark', blur_kernel: int = 11):
+@functools.partial(jax.jit,
+                   static_argnames=('method', 'blur_kernel', 'blur_sigma'))
+def decode_heatmaps(heatmaps, method: str = 'dark', blur_kernel: int = 11,
+                    blur_sigma: float | None = None):
   """Keypoint locations and confidences from heatmaps.
 
   Args:
@@ -163,6 +270,8 @@ def decode_heatmaps(heatmaps, method: str = 'dark', blur_kernel: int = 11):
       for Gaussian peaks, borders included).
     blur_kernel: odd DARK modulation kernel size matching the training sigma
       (11 for sigma 2, 17 for sigma 3; 1 disables the blur).
+    blur_sigma: the blur's sigma; None derives it from `blur_kernel` as
+      OpenCV does. `HeatmapCodec` passes the targets' sigma.
 
   Returns:
     ``(coords [..., K, 2] (x, y) in heatmap pixel-index coordinates,
@@ -191,7 +300,8 @@ def decode_heatmaps(heatmaps, method: str = 'dark', blur_kernel: int = 11):
   if method == 'quarter':
     coords += _quarter_offset(maps_flat, height, width, x, y)
   elif method == 'dark':
-    modulated = channels_first_flat(_modulate(heatmaps, blur_kernel))
+    modulated = channels_first_flat(
+        _modulate(heatmaps, blur_kernel, blur_sigma))
     coords += _dark_refine(modulated, height, width, x, y)
   return coords, scores
 
@@ -249,3 +359,58 @@ def heatmap_to_image_coords(coords, affine_image_to_heatmap):
   coords = jnp.asarray(coords)
   matrix = affine.invert(jnp.asarray(affine_image_to_heatmap, coords.dtype))
   return affine.apply(matrix, coords)
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """``config.codec``: read by the targets and the decoding alike."""
+  return ml_collections.ConfigDict(dict(
+      sigma=2.0,  # Gaussian standard deviation, in heatmap pixels
+      decode='dark',  # 'dark' | 'quarter' | 'argmax'
+  ))
+
+
+@dataclasses.dataclass(frozen=True)
+class HeatmapCodec:
+  """Keypoints <-> Gaussian heatmaps on a grid `stride` input pixels apart."""
+  sigma: float = 2.0
+  decode_method: str = 'dark'
+  stride: int = 1
+
+  def __post_init__(self):
+    if self.decode_method not in DECODE_METHODS:
+      raise ValueError(f'codec.decode must be one of {DECODE_METHODS}, got '
+                       f'{self.decode_method!r}')
+    if not self.sigma > 0:
+      raise ValueError(f'codec.sigma must be positive, got {self.sigma}')
+
+  @classmethod
+  def from_config(cls, cfg: ml_collections.ConfigDict,
+                  stride: int = 1) -> HeatmapCodec:
+    return cls(float(cfg.sigma), cfg.decode, int(stride))
+
+  @property
+  def blur_kernel(self) -> int:
+    """DARK's modulation kernel: a Gaussian of the targets' own sigma (as
+    the DARK paper prescribes), truncated at three sigma."""
+    return 2 * math.ceil(3 * self.sigma) + 1
+
+  def encode(self, keypoints, visibility, size):
+    """`heatmap_targets` of keypoints already on the grid."""
+    return heatmap_targets(keypoints, visibility, size, self.sigma)
+
+  def encode_people(self, keypoints, person_valid, size):
+    """`people_heatmaps` of every person of full images."""
+    return people_heatmaps(keypoints, person_valid, size, self.sigma)
+
+  def decode(self, heatmaps):
+    """(coords [..., K, 2] on the grid, scores [..., K])."""
+    return decode_heatmaps(heatmaps, self.decode_method, self.blur_kernel,
+                           self.sigma)
+
+  def grid_to_input(self, xy):
+    """Grid coordinates -> input (model image) pixel coordinates."""
+    return (xy + 0.5) * self.stride - 0.5
+
+  def input_to_grid(self, xy):
+    """Input pixel coordinates -> grid coordinates."""
+    return (xy + 0.5) / self.stride - 0.5

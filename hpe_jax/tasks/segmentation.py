@@ -1,6 +1,12 @@
-"""Evaluation of the full-image segmentation models (U-Net, harmonic U-Net).
+"""Segmentation: the U-Net family on full images, with optional joint heads.
 
-The jitted predict step runs the model (with the flip test, also on the
+Training: soft Dice and/or cross-entropy on the mask (person or body parts,
+``loss.mask_target``), plus the joint heads of the multi-task U-Nets:
+heatmap regression (MSE on the codec's Gaussians scaled by
+``joint_regression_scale``) and a per-pixel softmax over background +
+joints (cross-entropy on hard or Gaussian soft targets).
+
+Evaluation: the jitted predict step runs the model (with the flip test, also on the
 mirrored images, averaging the flipped-back softmax probabilities; part
 labels swap left and right), takes the per-pixel argmax of the mask and, for
 the multi-task models, reads one location per joint channel: the argmax of
@@ -17,11 +23,16 @@ images, against the ``mask`` (person) or ``part_map`` (body parts) labels:
 
 each with ``_flip`` appended when the flip test is on. The primary metric
 (for the best checkpoint) is ``mask_dice`` or ``part_miou``.
+
+Prediction: the whole image, letterboxed; the labels are mapped back to the
+image's size and the joints of each head into image pixels.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -29,16 +40,123 @@ import ml_collections
 import numpy as np
 
 from hpe_jax import visualization
+from hpe_jax.codecs import heatmap
+from hpe_jax.data import datasets
 from hpe_jax.data import example as example_lib
+from hpe_jax.data import skeletons
+from hpe_jax.data import warp
 from hpe_jax.evaluation import batched_prediction
 from hpe_jax.evaluation import pck
 from hpe_jax.evaluation import segmentation_metrics
-from hpe_jax.ops import heatmap_decoding
 from hpe_jax.ops import images as images_lib
-from hpe_jax.training import sharding
+from hpe_jax.runtime import sharding
+from hpe_jax.tasks import base
+from hpe_jax.training import losses
 
 PCK_ALPHA = 0.2
 JOINT_OUTPUTS = {'regression': 'joint_heatmaps', 'softmax': 'joint_logits'}
+
+
+MASK_TARGETS = ('mask', 'part_map')
+SOFTMAX_TARGETS = ('hard', 'gaussian')
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmentationTask(base.Task):
+  """Mask (person or parts) with optional joint heads, on full images."""
+
+  def __post_init__(self):
+    base.check_choice(self.loss_cfg.mask_target, MASK_TARGETS,
+                      'loss.mask_target')
+    base.check_choice(self.loss_cfg.joint_softmax_target, SOFTMAX_TARGETS,
+                      'loss.joint_softmax_target')
+
+  @staticmethod
+  def default_loss_config() -> ml_collections.ConfigDict:
+    return ml_collections.ConfigDict(dict(
+        mask_target='mask',  # 'mask' (person) or 'part_map' (body parts)
+        dice_weight=1.0,  # soft Dice on the mask softmax
+        ce_weight=0.0,  # cross-entropy on the mask softmax
+        joint_regression_weight=1e-3,
+        joint_regression_scale=100.0,  # heatmap targets are multiplied
+        joint_softmax_weight=1.0,
+        joint_softmax_target='hard',  # or 'gaussian' (soft targets)
+    ))
+
+  def loss(self, outputs, batch):
+    cfg = self.loss_cfg
+    labels = batch[cfg.mask_target].astype(jnp.int32)
+    # Padding examples (valid=False) have every label unknown already.
+    parts = {}
+    if cfg.dice_weight:
+      parts['mask_dice'] = losses.soft_dice_loss(outputs['mask_logits'],
+                                                 labels)
+    if cfg.ce_weight:
+      parts['mask_ce'] = losses.softmax_cross_entropy(outputs['mask_logits'],
+                                                      labels)
+    total = (cfg.dice_weight * parts.get('mask_dice', 0.0) +
+             cfg.ce_weight * parts.get('mask_ce', 0.0))
+    if 'joint_heatmaps' in outputs or 'joint_logits' in outputs:
+      kp = batch['keypoints']
+      maps, weights = self.codec.encode_people(
+          kp, batch['person_valid'], self.output_size)
+      image_weight = batch['valid'].astype(jnp.float32)
+      if 'joint_heatmaps' in outputs:
+        parts['joint_regression'] = losses.heatmap_mse(
+            outputs['joint_heatmaps'], cfg.joint_regression_scale * maps,
+            weights * image_weight[:, None])
+        total += cfg.joint_regression_weight * parts['joint_regression']
+      if 'joint_logits' in outputs:
+        logits = outputs['joint_logits']
+        pixel_weight = jnp.broadcast_to(image_weight[:, None, None],
+                                        logits.shape[:3])
+        if cfg.joint_softmax_target == 'gaussian':
+          target = heatmap.joint_label_targets(maps, soft=True)
+          ce = losses.soft_target_cross_entropy(logits, target, pixel_weight)
+        else:
+          target = heatmap.joint_label_targets(maps, soft=False)
+          target = jnp.where(pixel_weight > 0, target,
+                             skeletons.IGNORE_LABEL)
+          ce = losses.softmax_cross_entropy(logits, target)
+        parts['joint_softmax'] = ce
+        total += cfg.joint_softmax_weight * ce
+    return total, parts
+
+  def make_evaluator(self, config, dataset, model, mesh):
+    return SegmentationEvaluator(
+        dataset, config.input, config.eval, self.codec, model=model,
+        mesh=mesh, batch_size=config.input.eval_batch_size,
+        target=self.loss_cfg.mask_target)
+
+  def make_predictor(self, config, model, mesh, skeleton, *,
+                     min_score=0.3, keypoint_threshold=0.2):
+    del min_score, keypoint_threshold
+    parts = (datasets.part_schema(config.dataset)
+             if self.loss_cfg.mask_target == 'part_map' else None)
+    return SegmentationPredictor(config, model, mesh, skeleton, parts)
+
+  def draw(self, image, result, skeleton, threshold):
+    del threshold
+    drawn = visualization.overlay_labels(image, result['label_images'][
+        'labels'])
+    for xy in list(result.get('joints', {}).values())[:1]:
+      kp = np.concatenate([xy, np.full((len(xy), 1), 2.0)], -1)
+      drawn = visualization.draw_skeleton(drawn, kp, skeleton)
+    return drawn
+
+  def save_prediction(self, out_dir, stem, image, result, skeleton,
+                      threshold):
+    super().save_prediction(out_dir, stem, image, result, skeleton,
+                            threshold)
+    if result['joints']:
+      with open(f'{out_dir}/{stem}.json', 'w') as f:
+        json.dump({'image_id': result['image_id'],
+                   'joints': {h: xy.tolist()
+                              for h, xy in result['joints'].items()}}, f)
+    return None
+
+
+TASK = SegmentationTask
 
 
 def _joint_maps(out, head: str):
@@ -67,14 +185,14 @@ def predict_segmentation(variables, batch, *, model, flip: bool,
     mirrored = model.apply(variables, images[:, :, ::-1], train=False)
     back = jax.nn.softmax(mirrored['mask_logits'], axis=-1)[:, :, ::-1]
     probs = (probs + back[..., class_flip_lut]) / 2
-    maps = {h: heatmap_decoding.flip_test_average(
+    maps = {h: heatmap.flip_test_average(
         maps[h], _joint_maps(mirrored, h), joint_flip_permutation)
             for h in heads}
   result = {'labels': jnp.argmax(probs, -1).astype(jnp.uint8)}
   for h in heads:
-    coords, _ = heatmap_decoding.decode_heatmaps(maps[h], 'argmax')
+    coords, _ = heatmap.decode_heatmaps(maps[h], 'argmax')
     result[f'{h}_grid_xy'] = coords
-    result[f'{h}_keypoints'] = heatmap_decoding.heatmap_to_image_coords(
+    result[f'{h}_keypoints'] = heatmap.heatmap_to_image_coords(
         coords, batch['affine'])
   return result
 
@@ -102,7 +220,8 @@ class SegmentationEvaluator:
 
   def __init__(self, dataset: example_lib.ImageDataset,
                input_cfg: ml_collections.ConfigDict,
-               eval_cfg: ml_collections.ConfigDict, *, model, mesh,
+               eval_cfg: ml_collections.ConfigDict,
+               codec: heatmap.HeatmapCodec, *, model, mesh,
                batch_size: int, target: str = 'mask'):
     if input_cfg.mode != 'full_image':
       raise ValueError('segmentation models evaluate full images; set '
@@ -114,7 +233,8 @@ class SegmentationEvaluator:
     self.cfg = eval_cfg
     self.mesh = mesh
     self.target = target
-    self.stride = input_cfg.output_stride
+    self.codec = codec
+    self.results = None
     if target == 'part_map':
       if dataset.part_schema is None:
         raise ValueError(f'{dataset.name} has no part maps to evaluate')
@@ -177,8 +297,32 @@ class SegmentationEvaluator:
     for i in range(n):
       image = visualization.overlay_labels(images[i], host['labels'][i])
       for h in self.heads[:1]:
-        xy = (host[f'{h}_grid_xy'][i] + 0.5) * self.stride - 0.5
+        xy = self.codec.grid_to_input(host[f'{h}_grid_xy'][i])
         kp = np.concatenate([xy, np.full((len(xy), 1), 2.0)], -1)
         image = visualization.draw_skeleton(image, kp, self.dataset.skeleton)
       out.append(image)
     return out
+
+
+class SegmentationPredictor:
+  """Masks or part maps, and the joints of the joint heads, per image."""
+
+  def __init__(self, config, model, mesh, skeleton, part_schema):
+    self.config, self.mesh = config, mesh
+    self.predict_fn = make_predict_fn(model, skeleton, part_schema,
+                                      config.eval.flip, mesh)
+    self.heads = [h for h in JOINT_OUTPUTS
+                  if getattr(model, 'joint_head', 'none') in (h, 'both')]
+
+  def predict(self, variables, images, boxes=None, poses=None):
+    del boxes, poses
+
+    def result_of(ann, host, i):
+      labels = warp.labels_to_image(host['labels'][i], host['affine'][i],
+                                    (ann['height'], ann['width']))
+      return {'image_id': ann['image_id'], 'label_images': {'labels': labels},
+              'joints': {h: host[f'{h}_keypoints'][i] for h in self.heads}}
+
+    return batched_prediction.predict_images(
+        images, self.config.input, self.config.input.eval_batch_size,
+        self.predict_fn, variables, self.mesh, result_of)
