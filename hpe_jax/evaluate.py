@@ -22,8 +22,8 @@ from absl import flags
 
 from hpe_jax import cli
 from hpe_jax import tasks
+from hpe_jax.data import coco
 from hpe_jax.data import datasets
-from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.runtime import storage
 
 
@@ -40,7 +40,7 @@ def main(argv):
   written = [f'{stem}.json']
   metrics, _ = evaluator.evaluate(variables)
   if evaluator.results is not None:
-    coco_keypoints.write_results(stem + '_results.json', evaluator.results)
+    coco.write_results(stem + '_results.json', evaluator.results)
     written.append(f'{stem}_results.json')
   summary = dict(step=step, checkpoint=flags.FLAGS.checkpoint,
                  dataset=config.dataset.name, examples=evaluator.count,

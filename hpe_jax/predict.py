@@ -38,7 +38,6 @@ from hpe_jax.data import coco
 from hpe_jax.data import datasets
 from hpe_jax.data import files
 from hpe_jax.data import image_folder
-from hpe_jax.evaluation import coco_keypoints
 
 _INPUT = flags.DEFINE_string('input', None, 'An image or a folder of them.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Folder for the outputs.')
@@ -81,7 +80,7 @@ def main(argv):
     if found is not None:
       records = (records or []) + found
   if records is not None:
-    coco_keypoints.write_results(os.path.join(_OUTPUT.value, 'results.json'),
+    coco.write_results(os.path.join(_OUTPUT.value, 'results.json'),
                                  records)
     people = len(records)
   print(f'{len(images)} images, {people} people (checkpoint step {step}) '

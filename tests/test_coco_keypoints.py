@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+from hpe_jax.data import coco
 from hpe_jax.data import skeletons
 from hpe_jax.evaluation import coco_keypoints as ck
 
@@ -27,8 +28,8 @@ def _gt_people(path):
 def _evaluate_via_file(tmp_path, coco_gt_path, image_ids, keypoints, scores,
                        suffix=''):
   results_path = tmp_path / 'results' / 'keypoints.json'
-  ck.write_results(results_path,
-                   ck.keypoint_results(image_ids, keypoints, scores))
+  coco.write_results(results_path,
+                   coco.keypoint_results(image_ids, keypoints, scores))
   return ck.evaluate_keypoints(coco_gt_path, results_path, suffix)
 
 
@@ -45,12 +46,12 @@ def test_ground_truth_scores_perfectly(tmp_path, coco_gt_path, capsys):
 
 
 def test_results_format(tmp_path):
-  results = ck.keypoint_results(np.array([7, 9]), np.ones([2, 17, 3]) * 0.5,
+  results = coco.keypoint_results(np.array([7, 9]), np.ones([2, 17, 3]) * 0.5,
                                 np.array([0.9, 0.1], np.float32))
   assert results[0].keys() == {'image_id', 'category_id', 'keypoints', 'score'}
   assert results[1]['image_id'] == 9 and results[1]['category_id'] == 1
   assert len(results[0]['keypoints']) == 51
-  ck.write_results(tmp_path / 'r.json', results)
+  coco.write_results(tmp_path / 'r.json', results)
   assert json.loads((tmp_path / 'r.json').read_text()) == results
 
 
@@ -61,7 +62,7 @@ def test_perturbed_and_misranked_predictions_score_lower(coco_gt_path):
   noisy[..., :2] += rng.normal(size=noisy[..., :2].shape) * (
       0.1 * np.sqrt(areas)[:, None, None])
   metrics = ck.evaluate_keypoints(
-      coco_gt_path, ck.keypoint_results(image_ids, noisy,
+      coco_gt_path, coco.keypoint_results(image_ids, noisy,
                                         np.ones(len(image_ids))),
       ck.protocol_suffix_for('detected', flip=True))
   assert 0 < metrics['oks_ap_detbox_flip'] < 1
@@ -75,7 +76,7 @@ def test_perturbed_and_misranked_predictions_score_lower(coco_gt_path):
   for stray_score, perfect in ((0.5, True), (2.0, False)):
     scores = np.append(np.ones(len(image_ids)), stray_score)
     ap = ck.evaluate_keypoints(coco_gt_path,
-                               ck.keypoint_results(ids, poses, scores))['oks_ap']
+                               coco.keypoint_results(ids, poses, scores))['oks_ap']
     assert (ap == 1.0) == perfect
 
 
@@ -84,14 +85,14 @@ def test_empty_predictions_score_zero(tmp_path, coco_gt_path):
   assert suffix == '_detbox'
   metrics = ck.evaluate_keypoints(coco_gt_path, [], suffix)
   assert metrics == {n + '_detbox': 0.0 for n in ck.METRIC_NAMES}
-  ck.write_results(tmp_path / 'empty.json', [])
+  coco.write_results(tmp_path / 'empty.json', [])
   assert ck.evaluate_keypoints(coco_gt_path, tmp_path / 'empty.json') == {
       n: 0.0 for n in ck.METRIC_NAMES}
 
 
 def test_verbose_prints_summary(coco_gt_path, capsys):
   image_ids, keypoints, _ = _gt_people(coco_gt_path)
-  ck.evaluate_keypoints(coco_gt_path, ck.keypoint_results(
+  ck.evaluate_keypoints(coco_gt_path, coco.keypoint_results(
       image_ids, keypoints, np.ones(len(image_ids))),
                         sigmas=skeletons.COCO17.oks_sigmas, verbose=True)
   assert 'Average Precision' in capsys.readouterr().out

@@ -8,7 +8,7 @@ from pycocotools import coco as coco_api
 from pycocotools import mask as mask_utils
 import pytest
 
-from hpe_jax.data import coco_format
+from hpe_jax.data import coco
 from hpe_jax.data import skeletons
 from hpe_jax.data import synthetic
 from hpe_jax.evaluation import coco_keypoints
@@ -32,7 +32,7 @@ def examples(dataset):
 
 @pytest.fixture(scope='module')
 def coco_gt(dataset):
-  return im.coco_ground_truth(dataset)
+  return coco.coco_ground_truth(dataset)
 
 
 def _ground_truth_results(examples, shift=0.0, shrink=1.0):
@@ -46,7 +46,7 @@ def _ground_truth_results(examples, shift=0.0, shrink=1.0):
       boxes.append([x1 + shift, y1 + shift, x1 + shift + w, y1 + shift + h])
       masks.append(ex['person_masks'][p].astype(bool))
       keypoints.append(ex['keypoints'][p])
-  return im.instance_results(image_ids, boxes, np.ones(len(image_ids)),
+  return coco.instance_results(image_ids, boxes, np.ones(len(image_ids)),
                              masks, np.array(keypoints))
 
 
@@ -74,12 +74,12 @@ def test_ground_truth_needs_masks_or_coco():
     has_masks = False
 
   with pytest.raises(ValueError, match='lsp'):
-    im.coco_ground_truth(NoMasks())
+    coco.coco_ground_truth(NoMasks())
 
   class Reader:
     coco = coco_api.COCO()
 
-  assert im.coco_ground_truth(Reader()) is Reader.coco
+  assert coco.coco_ground_truth(Reader()) is Reader.coco
 
 
 def test_annotation_entries_of_crowds_and_other_skeletons():
@@ -92,7 +92,7 @@ def test_annotation_entries_of_crowds_and_other_skeletons():
                                np.float32),
             boxes=np.array([[1, 1, 4, 3], [0, 4, 5, 6]], np.float32),
             is_crowd=np.array([False, True]))
-  person, crowd = coco_format.coco_annotation_entries(ex, 10)
+  person, crowd = coco.coco_annotation_entries(ex, 10)
   assert (person['id'], crowd['id']) == (10, 11)
   assert (person['iscrowd'], crowd['iscrowd']) == (0, 1)
   assert person['num_keypoints'] == 2 and crowd['num_keypoints'] == 0
@@ -105,7 +105,7 @@ def test_annotation_entries_of_crowds_and_other_skeletons():
 
 def test_results_format():
   masks = [np.ones((4, 6), bool), np.zeros((8, 3), np.uint8)]
-  results = im.instance_results([1, 2], [[1, 2, 4, 7], [0, 0, 1, 1]],
+  results = coco.instance_results([1, 2], [[1, 2, 4, 7], [0, 0, 1, 1]],
                                 [0.5, 0.25], masks, np.ones((2, 17, 3)))
   assert results[0].keys() == {'image_id', 'category_id', 'score', 'bbox',
                                'segmentation', 'keypoints'}
@@ -116,10 +116,10 @@ def test_results_format():
       mask_utils.decode(results[0]['segmentation']), masks[0])
   assert len(results[0]['keypoints']) == 51
   assert json.loads(json.dumps(results)) == results
-  bare = im.instance_results([1], [[0, 0, 2, 2]], [1.0])
+  bare = coco.instance_results([1], [[0, 0, 2, 2]], [1.0])
   assert bare[0].keys() == {'image_id', 'category_id', 'score', 'bbox'}
   with pytest.raises(ValueError):
-    im.instance_results([1, 2], [[0, 0, 2, 2]], [1.0, 1.0])
+    coco.instance_results([1, 2], [[0, 0, 2, 2]], [1.0, 1.0])
 
 
 def test_ground_truth_predictions_score_one(examples, coco_gt, capsys):

@@ -54,10 +54,10 @@ def test_ground_truth_heatmaps_score_oks_ap_one(shared_data, tmp_path):
   err = np.linalg.norm(keypoints[..., :2] - gt[..., :2], axis=-1)[labelled]
   assert err.max() < 0.1, err.max()
 
-  results = coco_keypoints.keypoint_results(
+  results = coco.keypoint_results(
       image_ids, keypoints, np.ones(len(image_ids)))
   path = tmp_path / 'results.json'
-  coco_keypoints.write_results(path, results)
+  coco.write_results(path, results)
   metrics = coco_keypoints.evaluate_keypoints(
       dataset.coco, str(path),
       coco_keypoints.protocol_suffix_for('gt', flip=False))

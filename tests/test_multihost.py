@@ -74,6 +74,7 @@ def checkpoint_steps(workdir):
                 if s.isdigit())
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one_and_survive_preemption_and_kills(
     tmp_path):
   one = tmp_path / 'one_process'

@@ -178,6 +178,7 @@ def test_loss_targets_each_rois_own_person():
   assert np.isfinite(float(total))
 
 
+@pytest.mark.slow
 def test_smoke_recipe_learns_to_detect_and_segment(tmp_path):
   """A shortened smoke run: boxes and parts of the validation people go
   from none found to clearly found."""

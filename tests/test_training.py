@@ -51,6 +51,7 @@ def _flatten(tree, prefix=''):
     yield prefix, np.asarray(tree)
 
 
+@pytest.mark.slow
 def test_loss_falls_and_metric_rises(tmp_path, tiny_config):
   config = tiny_config(**{
       'total_steps': 200, 'log_every': 25, 'eval_at_start': True,

@@ -26,8 +26,10 @@ import os
 from typing import Any
 
 from absl import logging
+from etils import epath
 import numpy as np
 from pycocotools import coco as pycocotools_coco
+from pycocotools import mask as mask_utils
 
 from hpe_jax.data import example
 from hpe_jax.data import files
@@ -279,7 +281,7 @@ class CocoKeypoints(example.ImageDataset):
             id=PERSON_CATEGORY_ID, name='person', supercategory='person',
             keypoints=list(self.skeleton.joint_names))],
     }
-    with contextlib.redirect_stdout(io.StringIO()):  # Its progress prints.
+    with quiet(False):
       self.coco.createIndex()
 
     self.image_ids = []
@@ -459,3 +461,205 @@ def _read_results(path: str, image_ids: Iterable[int], parse, what: str,
     rows.sort(key=lambda row: -row[0])
     out[image_id] = ([v for _, v in rows], [s for s, _ in rows])
   return out
+
+# Writing: ground truth built from examples (the synthetic exporter's
+# annotation files, and the in-memory ground truth of instance evaluation)
+# and prediction results, in the form the reader above and pycocotools read
+# back: ``bbox`` as x, y, w, h from x1, y1, x2, y2 boxes, masks as
+# compressed RLE, keypoints in pixel-index coordinates.
+
+
+def quiet(verbose: bool):
+  """Context that swallows pycocotools' progress prints unless `verbose`."""
+  if verbose:
+    return contextlib.nullcontext()
+  return contextlib.redirect_stdout(io.StringIO())
+
+
+def encode_mask(mask) -> dict[str, Any]:
+  """Compressed RLE of a [H, W] mask, JSON-serialisable."""
+  mask = np.asarray(mask)
+  if mask.ndim != 2:
+    raise ValueError(f'expected a [H, W] mask, got shape {mask.shape}')
+  rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+  return dict(size=[int(s) for s in rle['size']],
+              counts=rle['counts'].decode('ascii'))
+
+
+def coco_categories(
+    skeleton: skeletons.Skeleton | None = skeletons.COCO17
+) -> list[dict[str, Any]]:
+  """The COCO person category with `skeleton`'s names and 1-based limbs.
+
+  A dataset without a skeleton (None) gets a category without keypoints.
+  """
+  names, limbs = [], []
+  if skeleton is not None:
+    names = list(skeleton.joint_names)
+    limbs = (skeleton.limb_indices + 1).tolist()
+  return [dict(id=PERSON_CATEGORY_ID, name='person',
+               supercategory='person', keypoints=names, skeleton=limbs)]
+
+
+def coco_image_entry(ex: example.Example, file_name: str) -> dict[str, Any]:
+  """The COCO ``images`` entry of one example."""
+  return dict(id=int(ex['image_id']), file_name=file_name,
+              height=int(ex['height']), width=int(ex['width']))
+
+
+def coco_annotation_entries(ex: example.Example,
+                            first_id: int) -> list[dict[str, Any]]:
+  """COCO keypoint annotations of one example, ids from `first_id` on.
+
+  Every row of the example becomes one annotation, in order, so annotation
+  ``first_id + p`` is person ``p`` of ``person_masks`` (which the example
+  must have). Crowd rows (``is_crowd``) get ``iscrowd=1`` and, as in COCO,
+  zero keypoints; COCOeval then uses their masks only to forgive detections
+  that fall on them.
+
+  Args:
+    ex: an example with ``person_masks``; its skeleton may have any number
+      of joints K (``keypoints`` [P, K, 3]).
+    first_id: the annotation id of the first row.
+
+  Returns:
+    ``[{'id', 'image_id', 'category_id', 'keypoints': 3K numbers,
+    'num_keypoints', 'bbox', 'area', 'segmentation', 'iscrowd'}, ...]``.
+  """
+  masks = ex['person_masks']
+  keypoints = np.asarray(ex['keypoints'])
+  crowd = np.asarray(ex.get('is_crowd', np.zeros(len(masks), bool)), bool)
+  if not len(masks) == len(keypoints) == len(ex['boxes']) == len(crowd):
+    raise ValueError(f'image {ex["image_id"]}: {len(masks)} masks, '
+                     f'{len(keypoints)} poses, {len(ex["boxes"])} boxes and '
+                     f'{len(crowd)} crowd flags')
+  entries = []
+  for p, mask in enumerate(masks):
+    x1, y1, x2, y2 = (float(v) for v in ex['boxes'][p])
+    kp = np.zeros_like(keypoints[p]) if crowd[p] else keypoints[p]
+    flat = []
+    for x, y, v in kp:
+      # Visibility as an int, as COCO files write it.
+      flat += [float(x), float(y), int(v)]
+    entries.append(dict(
+        id=first_id + p, image_id=int(ex['image_id']),
+        category_id=PERSON_CATEGORY_ID, keypoints=flat,
+        num_keypoints=int((kp[:, 2] > 0).sum()),
+        bbox=[x1, y1, x2 - x1, y2 - y1], area=int(mask.sum()),
+        segmentation=encode_mask(mask),
+        iscrowd=int(crowd[p])))
+  return entries
+
+
+def coco_ground_truth(dataset) -> pycocotools_coco.COCO:
+  """The pycocotools ground truth of every image of `dataset`.
+
+  COCO-format readers already hold one (``dataset.coco``), validated and
+  with their crowd regions; other datasets are converted image by image
+  (`coco_annotation_entries`), which loads every example once, pixels included, since
+  the masks come with them.
+
+  Args:
+    dataset: an `example.ImageDataset`; without a ``coco`` attribute it must
+      have person masks (``has_masks``).
+
+  Raises:
+    ValueError: the dataset has neither a ``coco`` object nor masks.
+  """
+  existing = getattr(dataset, 'coco', None)
+  if isinstance(existing, pycocotools_coco.COCO):
+    return existing
+  if not dataset.has_masks:
+    raise ValueError(f'dataset {dataset.name!r} has no person masks, so it '
+                     'has no COCO instance ground truth')
+  images, annotations = [], []
+  for i in range(len(dataset)):
+    ex = dataset[i]
+    # The image file is never read by COCOeval.
+    images.append(coco_image_entry(
+        ex, os.path.basename(ex.get('image_path', ''))))
+    annotations += coco_annotation_entries(
+        ex, len(annotations) + 1)
+  gt = pycocotools_coco.COCO()
+  gt.dataset = dict(images=images, annotations=annotations,
+                    categories=coco_categories(dataset.skeleton))
+  with quiet(False):
+    gt.createIndex()
+  return gt
+
+
+def keypoint_results(image_ids, keypoints, scores,
+                     category_id: int = PERSON_CATEGORY_ID
+                     ) -> list[dict[str, Any]]:
+  """COCO keypoint results, one dict per predicted person.
+
+  Args:
+    image_ids: [N] COCO image ids.
+    keypoints: [N, K, 3] x, y (image pixel-index coordinates) and per-joint
+      score.
+    scores: [N] person scores, which rank the people for AP.
+    category_id: COCO category of the people.
+
+  Returns:
+    ``[{'image_id', 'category_id', 'keypoints': 3K floats, 'score'}, ...]``.
+  """
+  image_ids, scores = np.asarray(image_ids), np.asarray(scores)
+  keypoints = np.asarray(keypoints, np.float64)
+  if not len(image_ids) == len(keypoints) == len(scores):
+    raise ValueError(f'{len(image_ids)} image ids, {len(keypoints)} poses and '
+                     f'{len(scores)} scores')
+  flat = keypoints.reshape(len(keypoints), -1).tolist()
+  return [{'image_id': int(i), 'category_id': int(category_id),
+           'keypoints': k, 'score': float(s)}
+          for i, k, s in zip(image_ids, flat, scores)]
+
+
+def instance_results(image_ids, boxes, scores, masks=None, keypoints=None
+                     ) -> list[dict[str, Any]]:
+  """COCO results, one dict per predicted person.
+
+  Args:
+    image_ids: [N] COCO image ids.
+    boxes: [N, 4] x1, y1, x2, y2 in image pixels.
+    scores: [N] person scores, which rank the people for AP.
+    masks: optional [N, H_i, W_i] bool or 0/1 masks at the size of each
+      person's image; a sequence of arrays when the images differ in size.
+    keypoints: optional [N, K, 3] x, y and per-joint score.
+
+  Returns:
+    ``[{'image_id', 'category_id', 'score', 'bbox': [x, y, w, h],
+    'segmentation': compressed RLE, 'keypoints': 3K floats}, ...]``, the
+    last two only when given; plain Python values, ready for `json.dump`.
+  """
+  image_ids = np.asarray(image_ids).reshape(-1)
+  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
+  scores = np.asarray(scores, np.float64).reshape(-1)
+  n = len(image_ids)
+  sizes = {'boxes': len(boxes), 'scores': len(scores)}
+  if masks is not None:
+    sizes['masks'] = len(masks)
+  if keypoints is not None:
+    keypoints = np.asarray(keypoints, np.float64)
+    sizes['keypoints'] = len(keypoints)
+  if any(s != n for s in sizes.values()):
+    raise ValueError(f'{n} image ids but {sizes}')
+  xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
+  results = []
+  for i in range(n):
+    r = {'image_id': int(image_ids[i]),
+         'category_id': PERSON_CATEGORY_ID,
+         'score': float(scores[i]), 'bbox': xywh[i].tolist()}
+    if masks is not None:
+      r['segmentation'] = encode_mask(masks[i])
+    if keypoints is not None:
+      r['keypoints'] = keypoints[i].reshape(-1).tolist()
+    results.append(r)
+  return results
+
+
+def write_results(path: str | os.PathLike, results: list[dict[str, Any]]):
+  """Writes COCO results as the JSON list pycocotools reads."""
+  # epath: the path may be on a bucket, like the workdir it is in.
+  path = epath.Path(path)
+  path.parent.mkdir(parents=True, exist_ok=True)
+  path.write_text(json.dumps(results), encoding='utf-8')

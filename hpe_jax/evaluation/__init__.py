@@ -1,0 +1,1 @@
+"""Metrics and the evaluation loop every task's evaluator shares."""

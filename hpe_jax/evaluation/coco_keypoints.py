@@ -1,7 +1,7 @@
-"""COCO keypoint evaluation: results files, OKS AP/AR and OKS-NMS.
+"""COCO keypoint evaluation: OKS AP/AR and OKS-NMS.
 
-Predictions become standard COCO results (`keypoint_results`,
-`write_results`) and are scored by pycocotools' ``COCOeval`` with OKS
+Predictions, as COCO results (`hpe_jax.data.coco.keypoint_results`), are
+scored by pycocotools' ``COCOeval`` with OKS
 (`evaluate_keypoints`). Metric names carry the protocol they were measured
 under (`protocol_suffix_for`): ``oks_ap_gtbox`` (people cropped from
 ground-truth boxes) is not comparable to ``oks_ap_detbox_flip`` (detected
@@ -13,23 +13,20 @@ top-down evaluation.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 from typing import Any, Sequence
 
-from etils import epath
 import numpy as np
 from pycocotools import coco as coco_api
 from pycocotools import cocoeval
+
+from hpe_jax.data import coco
 
 # Names of COCOeval.stats for keypoints, in its order.
 METRIC_NAMES = ('oks_ap', 'oks_ap50', 'oks_ap75', 'oks_ap_medium',
                 'oks_ap_large', 'oks_ar', 'oks_ar50', 'oks_ar75',
                 'oks_ar_medium', 'oks_ar_large')
-
-PERSON_CATEGORY_ID = 1
 
 _BOX_SOURCES = {'gt': '_gtbox', 'detected': '_detbox'}
 
@@ -45,47 +42,6 @@ def protocol_suffix_for(boxes: str, flip: bool) -> str:
   if boxes not in _BOX_SOURCES:
     raise ValueError(f'boxes must be one of {sorted(_BOX_SOURCES)}: {boxes!r}')
   return _BOX_SOURCES[boxes] + ('_flip' if flip else '')
-
-
-def keypoint_results(image_ids, keypoints, scores,
-                     category_id: int = PERSON_CATEGORY_ID
-                     ) -> list[dict[str, Any]]:
-  """COCO keypoint results, one dict per predicted person.
-
-  Args:
-    image_ids: [N] COCO image ids.
-    keypoints: [N, K, 3] x, y (image pixel-index coordinates) and per-joint
-      score.
-    scores: [N] person scores, which rank the people for AP.
-    category_id: COCO category of the people.
-
-  Returns:
-    ``[{'image_id', 'category_id', 'keypoints': 3K floats, 'score'}, ...]``.
-  """
-  image_ids, scores = np.asarray(image_ids), np.asarray(scores)
-  keypoints = np.asarray(keypoints, np.float64)
-  if not len(image_ids) == len(keypoints) == len(scores):
-    raise ValueError(f'{len(image_ids)} image ids, {len(keypoints)} poses and '
-                     f'{len(scores)} scores')
-  flat = keypoints.reshape(len(keypoints), -1).tolist()
-  return [{'image_id': int(i), 'category_id': int(category_id),
-           'keypoints': k, 'score': float(s)}
-          for i, k, s in zip(image_ids, flat, scores)]
-
-
-def write_results(path: str | os.PathLike, results: list[dict[str, Any]]):
-  """Writes COCO results as the JSON list pycocotools reads."""
-  # epath: the path may be on a bucket, like the workdir it is in.
-  path = epath.Path(path)
-  path.parent.mkdir(parents=True, exist_ok=True)
-  path.write_text(json.dumps(results), encoding='utf-8')
-
-
-def quiet(verbose: bool):
-  """Context that swallows pycocotools' progress prints unless `verbose`."""
-  if verbose:
-    return contextlib.nullcontext()
-  return contextlib.redirect_stdout(io.StringIO())
 
 
 def evaluate_keypoints(coco_gt: coco_api.COCO | str | os.PathLike,
@@ -116,7 +72,7 @@ def evaluate_keypoints(coco_gt: coco_api.COCO | str | os.PathLike,
   if not results:
     # pycocotools' loadRes cannot build an empty results set.
     return dict.fromkeys(names, 0.0)
-  with quiet(verbose):
+  with coco.quiet(verbose):
     if not isinstance(coco_gt, coco_api.COCO):
       coco_gt = coco_api.COCO(os.fspath(coco_gt))
     # loadRes adds 'area', 'bbox' and 'id' to each dict it is given.

@@ -1,9 +1,9 @@
 """COCO instance metrics of detected people, plus part IoU of matched people.
 
 A top-down multi-person model detects people and predicts, per detection, a
-box, a mask and keypoints. `instance_results` turns those into standard COCO
-results, and pycocotools' ``COCOeval`` scores them against the ground truth
-of `coco_ground_truth`:
+box, a mask and keypoints. `hpe_jax.data.coco.instance_results` turns those
+into standard COCO results, and pycocotools' ``COCOeval`` scores them
+against the ground truth of `hpe_jax.data.coco.coco_ground_truth`:
 
 * boxes and masks with `evaluate_instances` (``iou_type`` ``'bbox'`` or
   ``'segm'``), giving the 12 COCO detection metrics ``box_ap`` ..
@@ -28,11 +28,9 @@ from typing import Any, Sequence
 import numpy as np
 from pycocotools import coco as coco_api
 from pycocotools import cocoeval
-from pycocotools import mask as mask_utils
 
-from hpe_jax.data import coco_format
+from hpe_jax.data import coco
 from hpe_jax.data import skeletons
-from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.evaluation import segmentation_metrics
 
 # Names of COCOeval.stats for boxes and masks, in its order, without the
@@ -68,96 +66,6 @@ def metric_names(iou_type: str, protocol_suffix: str = '') -> list[str]:
                      f'{iou_type!r}')
   prefix = _IOU_TYPES[iou_type][0]
   return [prefix + n + protocol_suffix for n in STAT_NAMES]
-
-
-def coco_ground_truth(dataset) -> coco_api.COCO:
-  """The pycocotools ground truth of every image of `dataset`.
-
-  COCO-format readers already hold one (``dataset.coco``), validated and
-  with their crowd regions; other datasets are converted image by image
-  (`coco_format`), which loads every example once, pixels included, since
-  the masks come with them.
-
-  Args:
-    dataset: an `example.ImageDataset`; without a ``coco`` attribute it must
-      have person masks (``has_masks``).
-
-  Raises:
-    ValueError: the dataset has neither a ``coco`` object nor masks.
-  """
-  existing = getattr(dataset, 'coco', None)
-  if isinstance(existing, coco_api.COCO):
-    return existing
-  if not dataset.has_masks:
-    raise ValueError(f'dataset {dataset.name!r} has no person masks, so it '
-                     'has no COCO instance ground truth')
-  images, annotations = [], []
-  for i in range(len(dataset)):
-    ex = dataset[i]
-    # The image file is never read by COCOeval.
-    images.append(coco_format.coco_image_entry(
-        ex, os.path.basename(ex.get('image_path', ''))))
-    annotations += coco_format.coco_annotation_entries(
-        ex, len(annotations) + 1)
-  gt = coco_api.COCO()
-  gt.dataset = dict(images=images, annotations=annotations,
-                    categories=coco_format.coco_categories(dataset.skeleton))
-  with coco_keypoints.quiet(False):
-    gt.createIndex()
-  return gt
-
-
-def _encode_mask(mask) -> dict[str, Any]:
-  """Compressed RLE of a [H, W] mask, JSON-serialisable."""
-  mask = np.asarray(mask)
-  if mask.ndim != 2:
-    raise ValueError(f'expected a [H, W] mask, got shape {mask.shape}')
-  rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
-  return dict(size=[int(s) for s in rle['size']],
-              counts=rle['counts'].decode('ascii'))
-
-
-def instance_results(image_ids, boxes, scores, masks=None, keypoints=None
-                     ) -> list[dict[str, Any]]:
-  """COCO results, one dict per predicted person.
-
-  Args:
-    image_ids: [N] COCO image ids.
-    boxes: [N, 4] x1, y1, x2, y2 in image pixels.
-    scores: [N] person scores, which rank the people for AP.
-    masks: optional [N, H_i, W_i] bool or 0/1 masks at the size of each
-      person's image; a sequence of arrays when the images differ in size.
-    keypoints: optional [N, K, 3] x, y and per-joint score.
-
-  Returns:
-    ``[{'image_id', 'category_id', 'score', 'bbox': [x, y, w, h],
-    'segmentation': compressed RLE, 'keypoints': 3K floats}, ...]``, the
-    last two only when given; plain Python values, ready for `json.dump`.
-  """
-  image_ids = np.asarray(image_ids).reshape(-1)
-  boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
-  scores = np.asarray(scores, np.float64).reshape(-1)
-  n = len(image_ids)
-  sizes = {'boxes': len(boxes), 'scores': len(scores)}
-  if masks is not None:
-    sizes['masks'] = len(masks)
-  if keypoints is not None:
-    keypoints = np.asarray(keypoints, np.float64)
-    sizes['keypoints'] = len(keypoints)
-  if any(s != n for s in sizes.values()):
-    raise ValueError(f'{n} image ids but {sizes}')
-  xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
-  results = []
-  for i in range(n):
-    r = {'image_id': int(image_ids[i]),
-         'category_id': coco_keypoints.PERSON_CATEGORY_ID,
-         'score': float(scores[i]), 'bbox': xywh[i].tolist()}
-    if masks is not None:
-      r['segmentation'] = _encode_mask(masks[i])
-    if keypoints is not None:
-      r['keypoints'] = keypoints[i].reshape(-1).tolist()
-    results.append(r)
-  return results
 
 
 def evaluate_instances(coco_gt: coco_api.COCO | str | os.PathLike,
@@ -196,7 +104,7 @@ def evaluate_instances(coco_gt: coco_api.COCO | str | os.PathLike,
     return dict.fromkeys(names, 0.0)
   # loadRes also adds 'area', 'bbox' and 'id' to the dicts it is given.
   kept = scored_copies(results, iou_type)
-  with coco_keypoints.quiet(verbose):
+  with coco.quiet(verbose):
     if not isinstance(coco_gt, coco_api.COCO):
       coco_gt = coco_api.COCO(os.fspath(coco_gt))
     coco_dt = coco_gt.loadRes(kept)

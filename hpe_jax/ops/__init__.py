@@ -1,0 +1,2 @@
+"""Array code that runs under jit: affine geometry, image normalisation,
+skeleton prior masks, RoIAlign."""

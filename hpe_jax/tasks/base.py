@@ -36,7 +36,6 @@ from hpe_jax.codecs import heatmap
 from hpe_jax.data import coco
 from hpe_jax.data import example
 from hpe_jax.data import pipeline
-from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.ops import images as images_lib
 
 
@@ -169,7 +168,7 @@ class Task:
     for name, labels in result.get('label_images', {}).items():
       cv2.imwrite(os.path.join(out_dir, f'{stem}_{name}.png'), labels)
     if 'people' in result:
-      coco_keypoints.write_results(os.path.join(out_dir, f'{stem}.json'),
+      coco.write_results(os.path.join(out_dir, f'{stem}.json'),
                                    result['people'])
       return result['people']
     return None

@@ -36,6 +36,7 @@ import numpy as np
 
 from hpe_jax import visualization
 from hpe_jax.codecs import heatmap
+from hpe_jax.data import coco
 from hpe_jax.data import example as example_lib
 from hpe_jax.evaluation import batched_prediction
 from hpe_jax.evaluation import coco_keypoints
@@ -220,7 +221,7 @@ class KeypointEvaluator:
     scores = pred['scores']
     keypoints = np.concatenate([pred['keypoints'], scores[..., None]], -1)
     # mmpose's instance score: box score times the mean joint confidence.
-    results = coco_keypoints.keypoint_results(
+    results = coco.keypoint_results(
         pred['image_id'], keypoints, pred['score'] * scores.mean(-1))
     return self._nms(results) if self.boxes == 'detected' else results
 

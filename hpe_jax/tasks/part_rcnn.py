@@ -51,6 +51,7 @@ from hpe_jax import visualization
 from hpe_jax.codecs import centers
 from hpe_jax.codecs import heatmap
 from hpe_jax.codecs import roi_keypoints
+from hpe_jax.data import coco
 from hpe_jax.data import example as example_lib
 from hpe_jax.data import skeletons
 from hpe_jax.data import warp
@@ -114,8 +115,7 @@ class PartRCNNTask(base.Task):
   def _detector_loss(self, outputs, boxes, valid):
     heat = outputs['center_logits']
     stride = self.output_size[0] // heat.shape[1]
-    t = centers.center_targets(boxes, valid, heat.shape[1:],
-                                        stride)
+    t = centers.center_targets(boxes, valid, heat.shape[1:], stride)
     count = t['weight'].sum()
     weight = t['weight'][..., None]
 
@@ -287,7 +287,7 @@ class PartRCNNEvaluator:
     self.cfg = eval_cfg
     self.mesh = mesh
     self.min_score = eval_cfg.min_detection_score
-    self.coco_gt = instance_metrics.coco_ground_truth(dataset)
+    self.coco_gt = coco.coco_ground_truth(dataset)
     schema = dataset.part_schema
     self.part_names = (schema.label_names if schema is not None and
                        schema.num_labels == model.num_parts + 1 else None)
@@ -313,7 +313,7 @@ class PartRCNNEvaluator:
         info = self.coco_gt.imgs[image_id]
         _, masks = image_instances(people, host['affine'][i],
                                    (info['height'], info['width']))
-        results += instance_metrics.instance_results(
+        results += coco.instance_results(
             [image_id] * len(masks), people['image_boxes'], people['scores'],
             masks=masks, keypoints=people['keypoints'])
         if parts is not None:
@@ -372,7 +372,7 @@ class PartRCNNPredictor:
       parts = warp.labels_to_image(people['parts'], host['affine'][i], shape)
       return {
           'image_id': ann['image_id'],
-          'people': instance_metrics.instance_results(
+          'people': coco.instance_results(
               [ann['image_id']] * len(masks), people['image_boxes'],
               people['scores'], keypoints=people['keypoints'], masks=masks),
           'kept': people['kept'], 'keypoints': people['keypoints'],

@@ -29,13 +29,13 @@ import ml_collections
 import numpy as np
 
 from hpe_jax import visualization
+from hpe_jax.data import coco
 from hpe_jax.data import datasets
 from hpe_jax.data import example as example_lib
 from hpe_jax.data import skeleton_conversion
 from hpe_jax.data import skeletons
 from hpe_jax.data import warp
 from hpe_jax.evaluation import batched_prediction
-from hpe_jax.evaluation import instance_metrics
 from hpe_jax.evaluation import segmentation_metrics
 from hpe_jax.ops import images as images_lib
 from hpe_jax.runtime import sharding
@@ -248,7 +248,7 @@ class PoseMaskPredictor:
       out.append({
           'image_id': image_id, 'keypoints': keypoints,
           'label_images': {'labels': instances},
-          'people': instance_metrics.instance_results(
+          'people': coco.instance_results(
               [image_id] * len(people), ann['boxes'][order],
               poses[image_id][1][order] if people else np.zeros(0),
               masks=[instances == r + 1 for r in range(len(people))],

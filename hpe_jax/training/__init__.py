@@ -1,1 +1,1 @@
-"""Training: the loop and its parts (state, optimizers, checkpoints, logs)."""
+"""Training: the loop, the train state, optimizers, losses and the base config."""

@@ -13,7 +13,7 @@ from typing import Sequence
 from absl import flags
 import cv2
 
-from hpe_jax.data import coco_format
+from hpe_jax.data import coco
 from hpe_jax.data.synthetic import dataset as dataset_lib
 
 
@@ -46,16 +46,16 @@ def export(output_dir: str, num_images: int, seed: int = 0,
                      [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)])
     if not ok or not cv2.imwrite(png, ex['part_map']):
       raise OSError(f'could not write {jpg} or {png}')
-    images.append(coco_format.coco_image_entry(ex, stem + '.jpg'))
-    annotations += coco_format.coco_annotation_entries(
+    images.append(coco.coco_image_entry(ex, stem + '.jpg'))
+    annotations += coco.coco_annotation_entries(
         ex, len(annotations) + 1)
-  coco = dict(
+  ground_truth = dict(
       info=dict(description='hpe_jax synthetic people', seed=int(seed)),
       images=images, annotations=annotations,
-      categories=coco_format.coco_categories(dataset.skeleton))
+      categories=coco.coco_categories(dataset.skeleton))
   path = os.path.join(output_dir, 'annotations.json')
   with open(path, 'w') as f:
-    json.dump(coco, f, separators=(',', ':'))
+    json.dump(ground_truth, f, separators=(',', ':'))
   return path
 
 
