@@ -11,6 +11,8 @@ A multi-host run starts this same command once per process (host); see
 `hpe_jax.runtime.multihost` for how the processes find each other.
 """
 
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -18,6 +20,7 @@ from ml_collections import config_flags
 
 from hpe_jax import cli
 from hpe_jax.runtime import multihost
+from hpe_jax.runtime import workdir_lock
 from hpe_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -47,7 +50,11 @@ def main(argv):
   cli.enable_compilation_cache(_CACHE.value)
   multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                        _PROCESS_ID.value)
-  metrics = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    metrics = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (workdir_lock.WorkdirLocked, FloatingPointError) as e:
+    # Not a bug to trace: the message says what happened and what to do.
+    sys.exit(f'hpe_jax.main: {e}')
   logging.info('Final evaluation: %s', metrics)
 
 

@@ -39,6 +39,7 @@ from hpe_jax.runtime import preemption
 from hpe_jax.runtime import run_config
 from hpe_jax.runtime import sharding
 from hpe_jax.runtime import storage
+from hpe_jax.runtime import workdir_lock
 from hpe_jax.training import optimizers
 from hpe_jax.training import train_state
 
@@ -87,6 +88,16 @@ def make_train_step(config, model, tx, lr_fn, mesh):
       out_shardings=replicated, donate_argnums=(0, 2))
 
 
+def loss_after_step(state, batch, *, model, task):
+  """The loss the parameters of `state` give on `batch`: what the next step
+  starts from. A checkpoint is only saved when it is finite."""
+  rngs = task.train_rngs(jax.random.fold_in(state.rng, state.step))
+  out, _ = model.apply(state.variables, **task.model_inputs(batch,
+                                                           model.dtype),
+                       train=True, mutable=['batch_stats'], rngs=rngs)
+  return task.loss(out, batch)[0]
+
+
 def zero_metric_sums(step_fn, state, batch):
   """Zeros shaped like the metrics of `step_fn` (traced, not run)."""
   _, metrics = jax.eval_shape(step_fn, state, batch, None)
@@ -122,23 +133,57 @@ def _duration(seconds: float) -> str:
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
-def _check_finite(loss: float, step: int, last_saved: int | None) -> None:
-  if not math.isfinite(loss):
-    raise FloatingPointError(
-        f'The training loss is {loss} at step {step}. Stopping; the last '
-        f'good checkpoint is step {last_saved} (lower the learning rate or '
-        'enable optimizer.grad_clip_norm, then re-run to resume from it).')
+@jax.jit
+def _all_finite(tree) -> jax.Array:
+  return jnp.all(jnp.stack([jnp.isfinite(x).all()
+                            for x in jax.tree.leaves(tree)]))
+
+
+def _stop_if_diverged(step: int, metrics: dict, state, ckpt, writer,
+                      next_loss: float = 0.0) -> None:
+  """Stops a run whose loss or gradient norm (`metrics`: since the last
+  log line), parameters or `next_loss` (the loss of the parameters now) are
+  not finite, before anything of it is saved.
+
+  In-flight saves finish first, so the message names a checkpoint that
+  exists; the metrics logged so far are flushed to ``metrics.jsonl``.
+  """
+  loss, grad_norm = float(metrics['loss']), float(metrics['grad_norm'])
+  params_finite = bool(_all_finite(state.params))
+  if (math.isfinite(loss) and math.isfinite(grad_norm) and params_finite
+      and math.isfinite(next_loss)):
+    return
+  what = (f'loss is {loss}' if not math.isfinite(loss) else
+          f'gradient norm is {grad_norm}' if not math.isfinite(grad_norm)
+          else 'updated parameters are not finite' if not params_finite
+          else f'loss of the updated parameters is {next_loss}')
+  ckpt.wait()
+  writer.flush()
+  good = ckpt.latest_step()
+  last = (f'step {good} in {ckpt.directory}' if good is not None else
+          'none yet, so a re-run starts from scratch')
+  raise FloatingPointError(
+      f'The training {what} at step {step}. Stopping without saving it; the '
+      f'last good checkpoint: {last}. Lower the learning rate or enable '
+      'optimizer.grad_clip_norm, then re-run the same command.')
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> dict[str, float]:
   """Trains `config` in `workdir`, resuming if it holds checkpoints.
 
+  The workdir is locked for the run (`workdir_lock`): a second run on it
+  stops with `workdir_lock.WorkdirLocked` before writing anything.
+
   Returns:
     The metrics of the last evaluation (empty if none ran).
   """
-  # Workdir and config.
   storage.join(workdir).mkdir(parents=True, exist_ok=True)
+  with workdir_lock.WorkdirLock(workdir):
+    return _train_and_evaluate(config, workdir)
+
+
+def _train_and_evaluate(config, workdir):
   run_config.save_config(config, workdir)
 
   # Device mesh: one data axis over every device of every process.
@@ -181,6 +226,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     writer.write_text(0, 'config', f'```\n{config}\n```')
 
   step_fn = make_train_step(config, model, tx, lr_fn, mesh)
+  next_loss_fn = jax.jit(
+      functools.partial(loss_after_step, model=model, task=task),
+      in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh)))
   evaluator = task.make_evaluator(config, eval_data, model, mesh)
 
   def run_eval(step):
@@ -197,7 +245,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   # The loop.
   total = config.total_steps
   final_eval, averages = {}, None
-  last_saved = start or None
   if start >= config.total_steps:
     logging.info('The run already reached total_steps=%d.', start)
   if start == 0 and config.eval_at_start:
@@ -217,7 +264,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
       if _every(step, config.log_every) or step == total:
         train = averages.pop()
-        _check_finite(train['loss'], step, last_saved)
         now = time.perf_counter()
         steps_per_sec = (step - step_log) / (now - t_log)
         t_log, step_log = now, step
@@ -228,12 +274,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                      step, total, train['loss'], train['learning_rate'],
                      steps_per_sec,
                      _duration((total - step) / max(steps_per_sec, 1e-9)))
+        _stop_if_diverged(step, train, state, ckpt, writer)
 
       evaluate = _every(step, config.eval_every) or step == total
       preempted = watcher.reached(step)
       if evaluate or preempted or _every(step, config.checkpoint_every):
-        # The loss summed since the last log line: NaN if any step was.
-        _check_finite(float(averages.sums['loss']), step, last_saved)
+        # Sums since the last log line: NaN if any step's was.
+        _stop_if_diverged(step, averages.sums, state, ckpt, writer,
+                          float(next_loss_fn(state, batch)))
         metric = None
         if evaluate:
           final_eval = run_eval(step)
@@ -242,7 +290,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         # after it resumes from there and will not log those steps again.
         writer.flush()
         ckpt.save(step, state, train_iter, metric)
-        last_saved = step
       if preempted:
         logging.warning('Preempted: checkpoint saved at step %d. Re-run the '
                         'same command to resume.', step)
