@@ -79,8 +79,8 @@ class KeypointTask(base.Task):
 
   def make_predictor(self, config, model, mesh, skeleton, *,
                      min_score=0.3, keypoint_threshold=0.2):
-    del skeleton, min_score, keypoint_threshold
-    return KeypointPredictor(config, self.codec, model, mesh)
+    del min_score, keypoint_threshold
+    return KeypointPredictor(config, self.codec, model, mesh, skeleton)
 
   def draw(self, image, result, skeleton, threshold):
     people = result['people']
@@ -126,7 +126,7 @@ class KeypointEvaluator:
                input_cfg: ml_collections.ConfigDict,
                eval_cfg: ml_collections.ConfigDict,
                codec: heatmap.HeatmapCodec, *, model, mesh,
-               batch_size: int, detections=None):
+               batch_size: int, detections=None, predict_fn=None):
     if dataset.skeleton is None:
       raise ValueError(f'{dataset.name} has no keypoints to evaluate')
     self.dataset = dataset
@@ -136,8 +136,8 @@ class KeypointEvaluator:
     self.boxes = 'gt' if detections is None else 'detected'
     self.batches, self.count = batched_prediction.eval_batches(
         dataset, input_cfg, batch_size, mesh, detections)
-    self.predict_fn = make_predict_fn(model, dataset.skeleton, codec,
-                                      eval_cfg.flip, mesh)
+    self.predict_fn = predict_fn or make_predict_fn(
+        model, dataset.skeleton, codec, eval_cfg.flip, mesh)
     self.metric_names = self._metric_names()
     self.results = None
 
@@ -259,8 +259,11 @@ def whole_image_boxes(images: example_lib.ImageDataset):
 class KeypointPredictor:
   """Poses of the people in given boxes (default: each whole image)."""
 
-  def __init__(self, config, codec, model, mesh):
+  def __init__(self, config, codec, model, mesh, skeleton):
     self.config, self.codec, self.model, self.mesh = config, codec, model, mesh
+    # Jitted once: every call with the same shapes reuses its compilation.
+    self.predict_fn = make_predict_fn(model, skeleton, codec,
+                                      config.eval.flip, mesh)
 
   def predict(self, variables, images, boxes=None, poses=None):
     del poses
@@ -268,7 +271,8 @@ class KeypointPredictor:
         images, self.config.input, self.config.eval, self.codec,
         model=self.model, mesh=self.mesh,
         batch_size=self.config.input.eval_batch_size,
-        detections=whole_image_boxes(images) if boxes is None else boxes)
+        detections=whole_image_boxes(images) if boxes is None else boxes,
+        predict_fn=self.predict_fn)
     by_image = collections.defaultdict(list)
     for r in evaluator.results_of(evaluator.predict(variables)[0]):
       by_image[r['image_id']].append(r)
