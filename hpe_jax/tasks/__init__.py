@@ -31,7 +31,7 @@ def get(name: str) -> type[base.Task]:
   """The task class `name` names (built-in, or a module path)."""
   if name in BUILTIN:
     module = importlib.import_module(f'hpe_jax.tasks.{name}')
-  elif '.' in name or name.isidentifier() and _importable(name):
+  elif _importable(name):
     module = importlib.import_module(name)
   else:
     raise ValueError(f'task must be one of {BUILTIN} or the path of a '
@@ -44,7 +44,10 @@ def get(name: str) -> type[base.Task]:
 
 
 def _importable(name: str) -> bool:
-  return importlib.util.find_spec(name) is not None
+  try:
+    return importlib.util.find_spec(name) is not None
+  except (ImportError, ValueError):  # A missing parent package, or ''.
+    return False
 
 
 def make(config: ml_collections.ConfigDict) -> base.Task:

@@ -139,17 +139,18 @@ def _all_finite(tree) -> jax.Array:
                             for x in jax.tree.leaves(tree)]))
 
 
-def _stop_if_diverged(step: int, metrics: dict, state, ckpt, writer,
+def _stop_if_diverged(step: int, metrics: dict, ckpt, writer, state=None,
                       next_loss: float = 0.0) -> None:
   """Stops a run whose loss or gradient norm (`metrics`: since the last
-  log line), parameters or `next_loss` (the loss of the parameters now) are
-  not finite, before anything of it is saved.
+  log line) are not finite or, when given before a save, whose parameters
+  (`state`) or `next_loss` (the loss of those parameters) are not, before
+  anything of it is saved.
 
   In-flight saves finish first, so the message names a checkpoint that
   exists; the metrics logged so far are flushed to ``metrics.jsonl``.
   """
   loss, grad_norm = float(metrics['loss']), float(metrics['grad_norm'])
-  params_finite = bool(_all_finite(state.params))
+  params_finite = state is None or bool(_all_finite(state.params))
   if (math.isfinite(loss) and math.isfinite(grad_norm) and params_finite
       and math.isfinite(next_loss)):
     return
@@ -274,13 +275,13 @@ def _train_and_evaluate(config, workdir):
                      step, total, train['loss'], train['learning_rate'],
                      steps_per_sec,
                      _duration((total - step) / max(steps_per_sec, 1e-9)))
-        _stop_if_diverged(step, train, state, ckpt, writer)
+        _stop_if_diverged(step, train, ckpt, writer)
 
       evaluate = _every(step, config.eval_every) or step == total
       preempted = watcher.reached(step)
       if evaluate or preempted or _every(step, config.checkpoint_every):
         # Sums since the last log line: NaN if any step's was.
-        _stop_if_diverged(step, averages.sums, state, ckpt, writer,
+        _stop_if_diverged(step, averages.sums, ckpt, writer, state,
                           float(next_loss_fn(state, batch)))
         metric = None
         if evaluate:
