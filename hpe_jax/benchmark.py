@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import time
 
-from absl import app
 from absl import flags
 import jax
 from ml_collections import config_flags
@@ -179,7 +178,7 @@ def format_table(result: dict) -> str:
 def main(argv):
   del argv
   cli.setup_logging()
-  result = run(_CONFIG.value, _STEPS.value, _WARMUP.value,
+  result = run(cli.config_value(_CONFIG), _STEPS.value, _WARMUP.value,
                _INPUT_BATCHES.value)
   print(format_table(result))
   with open(_OUTPUT.value, 'w') as f:
@@ -189,4 +188,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  cli.run(main)

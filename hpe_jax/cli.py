@@ -1,4 +1,11 @@
-"""Setup shared by the command-line programs (main, evaluate, predict).
+"""Setup shared by the command-line programs (main, evaluate, predict, ...).
+
+`run` is every program's ``app.run``: a mistake on the command line (an
+unknown config key, a recipe file that does not exist, a bad value) or any
+`errors.ReportableError` (a missing file, an empty dataset, a busy workdir)
+ends the program with one line naming what is wrong and exit status 1; no
+traceback unless ``--show_traceback``. `config_value` reads a config flag
+the same way, before anything is written.
 
 `define_run_flags` gives evaluate and predict ``--workdir``, ``--checkpoint``
 and a ``--config`` flag whose default is the run's saved config, so
@@ -9,12 +16,16 @@ training log; only its warnings and errors are kept.
 """
 
 import logging as std_logging
+import os
+import sys
 
+from absl import app
 from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
 
+from hpe_jax import errors
 from hpe_jax.runtime import run_config
 from hpe_jax.runtime import trained_run
 
@@ -34,6 +45,90 @@ class _QuietLibraries(std_logging.Filter):
       return False
     return record.levelno >= std_logging.WARNING or not any(
         p in record.pathname for p in _QUIET_PACKAGES)
+
+
+_SHOW_TRACEBACK = flags.DEFINE_bool(
+    'show_traceback', False,
+    'Show the traceback of errors that are otherwise reported in one line.')
+
+
+def _program() -> str:
+  name = os.path.basename(sys.argv[0])
+  if name == '__main__.py' or name.endswith('.py'):
+    # `python -m hpe_jax.x` sets argv[0] to the module's file.
+    module = sys.modules['__main__'].__spec__
+    return module.name if module is not None else name
+  return name
+
+
+def _root_cause(e: BaseException) -> BaseException:
+  while (e.__cause__ or e.__context__) is not None:
+    e = e.__cause__ or e.__context__
+  return e
+
+
+def _flag_error(e: Exception, argv) -> str:
+  """One line saying which flag is wrong and why."""
+  root = _root_cause(e)
+  if isinstance(root, (AttributeError, KeyError)):
+    # ml_collections names the missing key only, quoted twice.
+    key = str(root).strip('"\'')
+    given = [a.split('=', 1)[0] for a in argv[1:]
+             if a.startswith('--config.') and
+             a.split('=', 1)[0].rsplit('.', 1)[-1] == key]
+    where = given[0] if given else f'--config...{key}'
+    return (f'{where}: the config has no key {key!r} (keys are locked: '
+            'see the recipe file for the ones it has)')
+  if isinstance(root, OSError) and root.filename:
+    return f'{root.filename}: {root.strerror or root}'
+  message = str(root).strip().splitlines()[-1].strip()
+  # absl names the flag and its value before the parser's own message.
+  flag = str(e).split(': ', 1)[0]
+  return f'{flag}: {message}' if flag.startswith('flag --') else message
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    if isinstance(e, flags.IllegalFlagValueError):
+      sys.exit(f'{_program()}: {_flag_error(e, argv)}')
+    sys.exit(f'{_program()}: {e}\nPass --helpshort for the flags.')
+  except Exception as e:  # pylint: disable=broad-except
+    # Overrides of a locked config raise while flags are parsed.
+    sys.exit(f'{_program()}: {_flag_error(e, argv)}')
+
+
+def run(main) -> None:
+  """`app.run(main)`, reporting user mistakes in one line (module
+  docstring)."""
+
+  def reporting(argv):
+    try:
+      return main(argv)
+    except errors.ReportableError as e:
+      if _SHOW_TRACEBACK.value:
+        raise
+      if e.exit_now:
+        print(f'{_program()}: {e}', file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(1)  # pylint: disable=protected-access
+      sys.exit(f'{_program()}: {e}')
+
+  app.run(reporting, flags_parser=_parse_flags)
+
+
+def config_value(config_flag):
+  """The config a config-file flag names, or a one-line `errors.ConfigError`
+  (a recipe file that does not exist, or one that fails to load)."""
+  try:
+    config = config_flag.value
+    # A config file that failed to load is a stand-in raising on any use.
+    config.keys()
+    return config
+  except Exception as e:  # pylint: disable=broad-except
+    raise errors.ConfigError(f'--{config_flag.name}: '
+                             f'{_flag_error(e, sys.argv)}') from e
 
 
 def setup_logging() -> None:
@@ -69,8 +164,12 @@ def define_run_flags(argv) -> None:
                       "'latest', 'best' or a step number.")
   workdir = workdir_from_argv(argv)
   if workdir:
-    config_flags.DEFINE_config_dict('config', run_config.load_config(workdir),
-                                    lock_config=True)
+    try:
+      config = run_config.load_config(workdir)
+    except (OSError, ValueError) as e:
+      sys.exit(f'{_program()}: --workdir={workdir}: not a training run '
+               f'({_flag_error(e, argv)})')
+    config_flags.DEFINE_config_dict('config', config, lock_config=True)
   flags.mark_flags_as_required(['workdir'])
 
 

@@ -17,7 +17,6 @@ evaluator.
 import json
 import sys
 
-from absl import app
 from absl import flags
 
 from hpe_jax import cli
@@ -57,4 +56,4 @@ def main(argv):
 
 if __name__ == '__main__':
   cli.define_run_flags(sys.argv)
-  app.run(main)
+  cli.run(main)

@@ -11,8 +11,6 @@ A multi-host run starts this same command once per process (host); see
 `hpe_jax.runtime.multihost` for how the processes find each other.
 """
 
-import sys
-
 from absl import app
 from absl import flags
 from absl import logging
@@ -20,7 +18,6 @@ from ml_collections import config_flags
 
 from hpe_jax import cli
 from hpe_jax.runtime import multihost
-from hpe_jax.runtime import workdir_lock
 from hpe_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -46,18 +43,16 @@ _PROCESS_ID = flags.DEFINE_integer(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  # The config is checked before anything is written.
+  config = cli.config_value(_CONFIG)
   cli.setup_logging()
   cli.enable_compilation_cache(_CACHE.value)
   multihost.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                        _PROCESS_ID.value)
-  try:
-    metrics = trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (workdir_lock.WorkdirLocked, FloatingPointError) as e:
-    # Not a bug to trace: the message says what happened and what to do.
-    sys.exit(f'hpe_jax.main: {e}')
+  metrics = trainer.train_and_evaluate(config, _WORKDIR.value)
   logging.info('Final evaluation: %s', metrics)
 
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config', 'workdir'])
-  app.run(main)
+  cli.run(main)

@@ -24,18 +24,23 @@ sorted order):
 * part_rcnn: every person found, with ``OUT/<stem>_instances.png``,
   ``OUT/<stem>_parts.png`` and COCO results with boxes, keypoints and masks
   in ``OUT/<stem>.json`` and ``OUT/results.json``.
+
+The inputs are checked before the model loads: a missing or empty input,
+boxes or poses file stops at once with one line. An image that cannot be
+decoded is skipped: every other image is written, the damaged ones are
+listed at the end and the exit status is 1.
 """
 
 import os
 import sys
 
-from absl import app
 from absl import flags
 
 from hpe_jax import cli
 from hpe_jax import tasks
 from hpe_jax.data import coco
 from hpe_jax.data import datasets
+from hpe_jax.data import example
 from hpe_jax.data import files
 from hpe_jax.data import image_folder
 
@@ -56,10 +61,11 @@ _THRESHOLD = flags.DEFINE_float(
 
 def main(argv):
   del argv
-  config, model, variables, step, mesh = cli.load_run()
+  # Inputs are checked before the model loads (which takes a while).
+  config = flags.FLAGS.config
   skeleton = datasets.skeleton(config.dataset)
-  task = tasks.make(config)
-  images = image_folder.ImageFolder(_INPUT.value, skeleton)
+  images = image_folder.ImageFolder(_INPUT.value, skeleton,
+                                    drop_damaged=True)
   boxes = poses = None
   if _BOXES.value:
     boxes = coco.load_detections(_BOXES.value, images.image_ids,
@@ -67,27 +73,46 @@ def main(argv):
   if _POSES.value:
     poses = coco.load_keypoint_results(_POSES.value, images.image_ids,
                                        min_score=_MIN_BOX_SCORE.value)
-  predictor = task.make_predictor(
-      config, model, mesh, skeleton, min_score=_MIN_BOX_SCORE.value,
-      keypoint_threshold=_THRESHOLD.value)
-  results = predictor.predict(variables, images, boxes=boxes, poses=poses)
   os.makedirs(_OUTPUT.value, exist_ok=True)
-  records, people = None, 0
+  damaged = list(images.damaged)
+  if len(images):
+    config, model, variables, step, mesh = cli.load_run()
+    task = tasks.make(config)
+    predictor = task.make_predictor(
+        config, model, mesh, skeleton, min_score=_MIN_BOX_SCORE.value,
+        keypoint_threshold=_THRESHOLD.value)
+    results = predictor.predict(variables, images, boxes=boxes, poses=poses)
+  else:
+    results, step = [], None
+  records, written = None, 0
   for path, result in zip(images.paths, results):
+    try:
+      if result is None:  # damaged after the check: its reason is logged
+        raise example.DamagedSampleError(path, 'could not be predicted')
+      image = files.read_image(path)
+    except example.DamagedSampleError as e:
+      damaged.append(e)
+      continue
     stem = os.path.splitext(os.path.basename(path))[0]
-    found = task.save_prediction(_OUTPUT.value, stem, files.read_image(path),
-                                 result, skeleton, _THRESHOLD.value)
+    found = task.save_prediction(_OUTPUT.value, stem, image, result, skeleton,
+                                 _THRESHOLD.value)
+    written += 1
     if found is not None:
       records = (records or []) + found
+  people = 0
   if records is not None:
-    coco.write_results(os.path.join(_OUTPUT.value, 'results.json'),
-                                 records)
+    coco.write_results(os.path.join(_OUTPUT.value, 'results.json'), records)
     people = len(records)
-  print(f'{len(images)} images, {people} people (checkpoint step {step}) '
+  print(f'{written} images, {people} people (checkpoint step {step}) '
         f'-> {_OUTPUT.value}')
+  if damaged:
+    print(f'{len(damaged)} damaged images skipped:')
+    for e in damaged:
+      print(f'  {e}')
+  return 1 if damaged else 0
 
 
 if __name__ == '__main__':
   cli.define_run_flags(sys.argv)
   flags.mark_flags_as_required(['input', 'output'])
-  app.run(main)
+  cli.run(main)

@@ -7,9 +7,12 @@ joints labelled as hidden (visibility 1) are drawn as hollow circles.
 
 from __future__ import annotations
 
+import os
+
 import cv2
 import numpy as np
 
+from hpe_jax import errors
 from hpe_jax.data import skeletons
 
 _SIDE_COLORS = {-1: (60, 120, 255), 0: (60, 220, 60), 1: (255, 140, 30)}
@@ -154,5 +157,7 @@ def grid(images, columns: int, pad: int = 2) -> np.ndarray:
 
 
 def save_png(path: str, image: np.ndarray) -> None:
+  """Writes an RGB image, creating its folder."""
+  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
   if not cv2.imwrite(path, cv2.cvtColor(image, cv2.COLOR_RGB2BGR)):
-    raise OSError(f'could not write {path}')
+    raise errors.ReportableError(f'{path}: could not write the image')

@@ -51,6 +51,8 @@ from launch import hyper
 TRIAL_FILE = 'sweep_trial.json'
 LOG_FILE = 'sweep.log'
 EVAL_PREFIX = 'eval/'
+# Eval counts, not scores: a plain column of the last value, with no "best".
+EVAL_COUNTS = ('eval/damaged_examples',)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +203,9 @@ def trial_row(trial: Trial) -> dict[str, Any]:
   if evals:
     for key in sorted({k for l in evals for k in l if
                        k.startswith(EVAL_PREFIX)}):
+      if key in EVAL_COUNTS:
+        row[key[len(EVAL_PREFIX):]] = evals[-1].get(key)
+        continue
       values = [l[key] for l in evals if key in l and
                 not math.isnan(l[key])]
       row[key] = evals[-1].get(key)

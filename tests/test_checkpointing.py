@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hpe_jax import errors
 from hpe_jax.runtime import checkpointing
 
 
@@ -56,6 +57,7 @@ def test_resuming_with_another_process_count_is_a_clear_error(
   ckpt.wait()
   ckpt.restore(1, {'w': jnp.zeros(1)}, iterator())  # same count: fine
   monkeypatch.setattr(jax, 'process_count', lambda: 2)
-  with pytest.raises(ValueError, match=r"process_0-of-1.json.*same number"):
+  with pytest.raises(errors.CheckpointError,
+                     match=r"process_0-of-1.json.*same number"):
     ckpt.restore(1, {'w': jnp.zeros(1)}, iterator())
   ckpt.close()

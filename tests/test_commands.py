@@ -37,11 +37,34 @@ def test_evaluate_with_flip_test_writes_named_metrics(trained):
   with open(trained / 'eval' / 'step8_gtbox_flip.json') as f:
     saved = json.load(f)
   assert saved['step'] == 8 and saved['flip'] is True
-  assert set(saved['metrics']) == {'pck@0.2_torso_flip', 'pckh@0.5_flip'}
+  assert set(saved['metrics']) == {'pck@0.2_torso_flip', 'pckh@0.5_flip',
+                                   'damaged_examples'}
   with open(trained / 'eval' / 'step8_gtbox_flip_results.json') as f:
     results = json.load(f)
   assert len(results) == saved['examples']
   assert len(results[0]['keypoints']) == 17 * 3
+
+
+def test_predict_writes_every_good_image_and_lists_damaged_ones(
+    trained, tmp_path):
+  synthetic.export(str(tmp_path / 'data'), 3, seed=5, image_size=(64, 80))
+  images = tmp_path / 'data' / 'images'
+  names = sorted(os.listdir(images))
+  broken = images / names[1]
+  broken.write_bytes(broken.read_bytes()[:60])
+  out = tmp_path / 'out'
+  proc = subprocess.run(
+      [sys.executable, '-m', 'hpe_jax.predict', f'--workdir={trained}',
+       f'--input={images}', f'--output={out}'], cwd=ROOT,
+      capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 1, proc.stderr
+  assert '2 images' in proc.stdout and '1 damaged images skipped' in (
+      proc.stdout)
+  assert f'{broken}: image file cannot be decoded' in proc.stdout
+  good = [n[:-4] for n in names if n != names[1]]
+  assert sorted(p for p in os.listdir(out) if p.endswith('.png')) == [
+      f'{stem}.png' for stem in good]
+  assert len(json.loads((out / 'results.json').read_text())) == 2
 
 
 def test_evaluate_rejects_unknown_config_keys(trained):
@@ -103,7 +126,8 @@ def test_trains_and_evaluates_on_the_coco_fixture(shared_data, tmp_path,
   saved = json.loads((tmp_path / 'eval' / 'step2_detbox.json').read_text())
   assert saved['examples'] == 118
   assert set(saved['metrics']) == {
-      f'{name}_detbox' for name in coco_keypoints.METRIC_NAMES}
+      f'{name}_detbox' for name in coco_keypoints.METRIC_NAMES} | {
+          'damaged_examples'}
   assert 'oks_ap_detbox' in out
 
 
@@ -113,7 +137,7 @@ def test_trains_and_evaluates_on_lsp(shared_data, tmp_path, tiny_config):
       'dataset.lsp.use_lspet': False, 'total_steps': 2,
       'input.eval_batch_size': 200})
   metrics = trainer.train_and_evaluate(config, str(tmp_path))
-  assert set(metrics) == {'pck@0.2_torso'}
+  assert set(metrics) == {'pck@0.2_torso', 'damaged_examples'}
   evals = [l for l in metric_writer.read_metrics(str(tmp_path))
            if 'eval/pck@0.2_torso' in l]
   assert len(evals) == 1 and evals[0]['step'] == 2

@@ -13,6 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from hpe_jax import errors
 from hpe_jax.codecs import heatmap as heatmaps
 from hpe_jax.data import augment
 from hpe_jax.data import example
@@ -220,19 +221,42 @@ def test_worker_processes_give_the_same_batches():
 def test_damaged_samples_are_skipped_counted_and_logged(caplog):
   ds = FakePeople(6, damaged={1})
   cfg = input_config()
-  before = pipeline.damaged_count()
   with caplog.at_level(logging.WARNING):
     batches = take(pipeline.train_dataset(ds, cfg, seed=0, batch_size=4), 6)
   ids = np.concatenate([b['image_id'] for b in batches])
+  damaged = np.concatenate([b['damaged'] for b in batches])
   assert 2 not in ids and {1, 3, 4, 5, 6} <= set(ids)
-  assert pipeline.damaged_count() > before
+  # The 24 examples span two passes over the 12 people; each pass skips
+  # the 2 of image index 1, counted by the next good sample.
+  people = [len(ds.annotation(i)['boxes']) for i in range(6)]
+  assert damaged.sum() >= people[1] and set(damaged) <= {0, 1, 2}
   assert 'fake/1.jpg' in caplog.text and 'broken JPEG' in caplog.text
 
   it, count = pipeline.eval_dataset(ds, cfg, batch_size=4)
-  valid = np.concatenate([b['valid'] for b in it])
-  people = [len(ds.annotation(i)['boxes']) for i in range(6)]
+  batches = list(it)
+  valid = np.concatenate([b['valid'] for b in batches])
+  damaged = np.concatenate([b['damaged'] for b in batches])
   assert count == sum(people)
   assert valid.sum() == count - people[1]
+  assert damaged.sum() == people[1] and not (valid & (damaged > 0)).any()
+
+
+@pytest.mark.parametrize('workers', [0, 2])
+def test_a_dataset_of_damaged_samples_stops_with_one_error(workers):
+  ds = FakePeople(40, damaged=range(40))
+  cfg = input_config(num_workers=workers, max_consecutive_damaged=20)
+  with pytest.raises(errors.DataError,
+                     match=r'20 damaged samples in a row.*fake/\d+.jpg: '
+                     'broken JPEG'):
+    next(iter(pipeline.train_dataset(ds, cfg, seed=0, batch_size=4)))
+  with pytest.raises(errors.DataError, match='in a row'):
+    list(pipeline.eval_dataset(ds, cfg, batch_size=4)[0])
+
+
+def test_a_dataset_without_training_examples_says_so():
+  cfg = input_config(min_keypoints=100)
+  with pytest.raises(errors.DataError, match='no training examples'):
+    pipeline.train_dataset(FakePeople(3), cfg, seed=0, batch_size=4)
 
 
 def test_process_shares_make_the_single_process_batches():

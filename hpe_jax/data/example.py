@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from hpe_jax import errors
 from hpe_jax.data import skeletons
 
 Example = dict[str, Any]
@@ -43,7 +44,7 @@ ANNOTATION_KEYS = ('image_id', 'image_path', 'height', 'width', 'keypoints',
                    'boxes', 'head_boxes', 'is_crowd')
 
 
-class DatasetError(Exception):
+class DatasetError(errors.ReportableError):
   """A dataset file is missing or malformed; the message names the file."""
 
 

@@ -38,8 +38,14 @@ def list_images(path: str) -> list[str]:
 class ImageFolder(example.ImageDataset):
   """Images without annotations; `skeleton` is what the model predicts."""
 
-  def __init__(self, path: str, skeleton: skeletons.Skeleton):
-    """Lists the images of `path` (an image file or a folder)."""
+  def __init__(self, path: str, skeleton: skeletons.Skeleton,
+               drop_damaged: bool = False):
+    """Lists the images of `path` (an image file or a folder).
+
+    With `drop_damaged`, each image is decoded once now and those that
+    cannot be are left out, listed in ``damaged`` (`DamagedSampleError`s);
+    image ids stay those of the full listing.
+    """
     self.name = os.path.basename(os.path.normpath(path))
     self.skeleton = skeleton
     self.paths = list_images(path)
@@ -48,6 +54,17 @@ class ImageFolder(example.ImageDataset):
         stems)
     self.image_ids = ([int(s) for s in stems] if numeric else
                       list(range(1, len(stems) + 1)))
+    self.damaged: list[example.DamagedSampleError] = []
+    if drop_damaged:
+      kept = []
+      for i, p in enumerate(self.paths):
+        try:
+          files.read_image(p)
+          kept.append(i)
+        except example.DamagedSampleError as e:
+          self.damaged.append(e)
+      self.paths = [self.paths[i] for i in kept]
+      self.image_ids = [self.image_ids[i] for i in kept]
     self._sizes: dict[int, tuple[int, int]] = {}
     self._people: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 

@@ -14,12 +14,19 @@ exactly once.
 
 A damaged sample (unreadable image or label file) is skipped in training and
 becomes an invalid placeholder in evaluation; either way it is logged with
-its file name and counted (`damaged_count()`, per process).
+its file name and counted. The count travels with the data, so it is exact
+for any number of worker processes and hosts: every example carries
+``damaged``, the damaged samples it stands for (evaluation: 1 for the
+placeholder of a damaged sample; training: those skipped just before it in
+the same process). ``input.max_consecutive_damaged`` damaged samples in a
+row stop the pipeline with an `errors.DataError` naming the first few, so a
+dataset that is all damaged fails at once instead of looping forever.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from typing import Any
 
 from absl import logging
@@ -27,6 +34,7 @@ import grain
 import ml_collections
 import numpy as np
 
+from hpe_jax import errors
 from hpe_jax.data import augment
 from hpe_jax.data import example as example_lib
 from hpe_jax.data import full_image
@@ -34,8 +42,6 @@ from hpe_jax.data import top_down
 from hpe_jax.data import warp as warp_lib
 
 MODES = ('top_down', 'full_image')
-
-_damaged = {'count': 0}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -52,13 +58,9 @@ def default_config() -> ml_collections.ConfigDict:
       num_workers=0,  # worker processes (0: threads in this process)
       num_threads=4,  # reader threads per process
       prefetch=8,  # examples prefetched per thread pool
+      max_consecutive_damaged=100,  # damaged samples in a row that stop it
       augment=augment.default_config(),
   ))
-
-
-def damaged_count() -> int:
-  """Damaged samples skipped in this process so far."""
-  return _damaged['count']
 
 
 def geometry(cfg: ml_collections.ConfigDict) -> warp_lib.Geometry:
@@ -102,24 +104,58 @@ class _Padding:
 class _Guarded:
   """Builds a sample; a damaged one is logged, counted and replaced.
 
-  In training the replacement is None (filtered out); in evaluation it is a
-  ``valid=False`` placeholder so batch counts stay exact.
+  In training the replacement is None (filtered out) and the next sample
+  carries the count; in evaluation it is a ``valid=False`` placeholder with
+  ``damaged=1``, so batch counts stay exact.
   """
 
-  def __init__(self, build, train: bool):
+  _SHOWN = 3  # damaged files named when the cap stops the pipeline
+
+  def __init__(self, build, train: bool, max_consecutive: int):
     self.build = build
     self.train = train
+    self.max_consecutive = max_consecutive
+    self._lock = threading.Lock()
+    self._skipped = 0  # damaged since the last good sample (training)
+    self._run: list[str] = []  # the current run of damaged samples
+
+  def __getstate__(self):
+    # Worker processes get a copy with fresh counts and their own lock.
+    return dict(build=self.build, train=self.train,
+                max_consecutive=self.max_consecutive)
+
+  def __setstate__(self, state):
+    self.__init__(**state)
 
   def __call__(self, record, rng: np.random.Generator | None = None):
     if isinstance(record, _Padding):
-      return self.build.placeholder()
+      return _mark(self.build.placeholder(), 0)
     try:
-      return self.build(record, rng)
+      sample = self.build(record, rng)
     except example_lib.DamagedSampleError as e:
-      _damaged['count'] += 1
-      logging.warning('Skipping damaged sample (%d in this process): %s',
-                      _damaged['count'], e)
-      return None if self.train else self.build.placeholder()
+      return self._damaged(e)
+    with self._lock:
+      skipped, self._skipped = self._skipped, 0
+      self._run.clear()
+    return _mark(sample, skipped if self.train else 0)
+
+  def _damaged(self, error: example_lib.DamagedSampleError):
+    with self._lock:
+      self._skipped += 1
+      self._run.append(str(error))
+      run = list(self._run)
+    logging.warning('Skipping damaged sample: %s', error)
+    if len(run) >= self.max_consecutive > 0:
+      raise errors.DataError(
+          f'{len(run)} damaged samples in a row, so the input stops; the '
+          f'first: {"; ".join(run[:self._SHOWN])}. Fix the dataset (or raise '
+          'input.max_consecutive_damaged).')
+    return None if self.train else _mark(self.build.placeholder(), 1)
+
+
+def _mark(sample: dict, damaged: int) -> dict:
+  sample['damaged'] = np.int32(damaged)
+  return sample
 
 
 def _is_sample(x) -> bool:
@@ -179,9 +215,14 @@ def train_dataset(dataset: example_lib.ImageDataset,
   global batch of `batch_size * shard_count` (`_ProcessShare`).
   """
   recs = records(dataset, cfg, train=True)
+  if not recs:
+    raise errors.DataError(
+        f'{dataset.name}: no training examples (input.mode={cfg.mode}'
+        + (f', people with at least input.min_keypoints={cfg.min_keypoints}'
+           ' labelled joints' if cfg.mode == 'top_down' else '') + ')')
   ds = grain.MapDataset.source(recs).shuffle(seed=seed).repeat()
-  ds = ds.random_map(_Guarded(sample_builder(dataset, cfg, True), True),
-                     seed=seed)
+  ds = ds.random_map(_Guarded(sample_builder(dataset, cfg, True), True,
+                              cfg.max_consecutive_damaged), seed=seed)
   if shard_count > 1:
     ds = _ProcessShare(ds, batch_size, shard_index, shard_count)
   ds = ds.filter(_is_sample)
@@ -204,5 +245,6 @@ def eval_dataset(dataset: example_lib.ImageDataset,
   padded = recs + [_Padding()] * (per_shard * shard_count - len(recs))
   mine = padded[shard_index * per_shard:(shard_index + 1) * per_shard]
   ds = grain.MapDataset.source(mine).map(
-      _Guarded(sample_builder(dataset, cfg, False), False))
+      _Guarded(sample_builder(dataset, cfg, False), False,
+               cfg.max_consecutive_damaged))
   return _to_iter(ds, cfg, batch_size, drop_remainder=False), len(recs)

@@ -9,12 +9,12 @@ jitted code the training step uses, the person mask, and the part map. Use it
 to check augmentation after changing the input config.
 """
 
-from absl import app
 from absl import flags
 import jax
 import numpy as np
 from ml_collections import config_flags
 
+from hpe_jax import cli
 from hpe_jax import visualization
 from hpe_jax.codecs import heatmap
 from hpe_jax.data import datasets
@@ -62,7 +62,7 @@ def draw_batch(batch, dataset, cfg, sigma: float, num: int) -> np.ndarray:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  config = cli.config_value(_CONFIG)
   dataset = datasets.build(config.dataset, _SPLIT.value)
   if _SPLIT.value == 'train':
     ds = pipeline.train_dataset(dataset, config.input, seed=config.seed,
@@ -80,4 +80,4 @@ def main(argv):
 
 if __name__ == '__main__':
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  cli.run(main)

@@ -10,10 +10,10 @@ a training step's examples per second to see whether training is input-bound.
 
 import time
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from hpe_jax import cli
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
 
@@ -54,4 +54,4 @@ if __name__ == '__main__':
   flags.DEFINE_integer('batches', 20, 'Batches to time.')
   flags.DEFINE_integer('warmup', 3, 'Batches before timing.')
   flags.mark_flags_as_required(['config'])
-  app.run(main)
+  cli.run(main)

@@ -54,6 +54,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from hpe_jax import cli
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
 from hpe_jax.data import skeletons
@@ -257,4 +258,4 @@ def _define_flags():
 
 if __name__ == '__main__':
   _define_flags()
-  app.run(main)
+  cli.run(main)

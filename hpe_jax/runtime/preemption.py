@@ -6,7 +6,11 @@ step; when it says so, every process saves a checkpoint of that step and
 returns, so re-running the same command resumes without losing work.
 
 - One process: a Python signal handler sets a flag; the step the loop is at
-  is the one saved.
+  is the one saved. The handler stays installed until that save is final,
+  so a second SIGTERM cannot cut it short. While the loop waits for input
+  (`waiting_for_input`), a second SIGTERM stops the run at once without
+  saving (`InputInterrupted`): an input pipeline that is stuck must not keep
+  a preempted run alive; its last checkpoint stays as it was.
 - Several processes (``jax.distributed`` started): the signal may reach one
   host only, and all must save the same step together. JAX's preemption
   service catches SIGTERM on any host, tells the others through the
@@ -15,12 +19,21 @@ returns, so re-running the same command resumes without losing work.
   is installed then, since it would take the signal from JAX's.
 """
 
+import contextlib
 import signal
 import threading
 
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
+
+from hpe_jax import errors
+
+
+class InputInterrupted(errors.ReportableError):
+  """A second SIGTERM while the run waited for its input."""
+
+  exit_now = True  # the input threads may never return
 
 
 class PreemptionWatcher:
@@ -30,12 +43,27 @@ class PreemptionWatcher:
     self._event = threading.Event()
     self._previous = None
     self._multihost = False
+    self._waiting = False
 
   def _handle(self, signum, frame):
     del frame
+    if self._waiting and self._event.is_set():
+      raise InputInterrupted(
+          f'signal {signum} received again while waiting for input: stopped '
+          'without saving; re-running the same command resumes from the '
+          'last checkpoint')
     logging.warning('Received signal %d: saving a checkpoint and stopping.',
                     signum)
     self._event.set()
+
+  @contextlib.contextmanager
+  def waiting_for_input(self):
+    """Marks the wait for the next batch (see the module docstring)."""
+    self._waiting = True
+    try:
+      yield
+    finally:
+      self._waiting = False
 
   def reached(self, step: int) -> bool:
     """True at the step every process saves and stops; call every step."""

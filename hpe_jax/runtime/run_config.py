@@ -55,6 +55,8 @@ def upgrade(fields: dict) -> dict:
     codec['sigma'] = fields['loss'].pop('sigma')
   if 'decode' in fields.get('eval', {}):
     codec['decode'] = fields['eval'].pop('decode')
+  fields.get('input', {}).setdefault('max_consecutive_damaged', 100)
+  fields.setdefault('divergence_rollbacks', 0)
   return fields
 
 

@@ -24,12 +24,13 @@ import socket
 from absl import logging
 import jax
 
+from hpe_jax import errors
 from hpe_jax.runtime import storage
 
 LOCK_FILE = 'lock'
 
 
-class WorkdirLocked(RuntimeError):
+class WorkdirLocked(errors.ReportableError, RuntimeError):
   """Another live run holds the workdir."""
 
 

@@ -140,6 +140,7 @@ class KeypointEvaluator:
         model, dataset.skeleton, codec, eval_cfg.flip, mesh)
     self.metric_names = self._metric_names()
     self.results = None
+    self.counts = {}  # damaged_examples of the last pass
 
   def _metric_names(self) -> list[str]:
     s = base.flip_suffix(self.cfg.flip)
@@ -172,8 +173,9 @@ class KeypointEvaluator:
     keys = ('image_id', 'person_index', 'gt_keypoints', 'box', 'head_box',
             'score', 'valid')
     collected, previews = [], []
+    tally = batched_prediction.ExampleTally()
     for host, global_batch in batched_prediction.host_predictions(
-        self.batches, self.predict_fn, variables, self.mesh, keys):
+        self.batches, self.predict_fn, variables, self.mesh, keys, tally):
       if not previews:
         previews = self._previews(sharding.to_host(global_batch['image']),
                                   host)
@@ -182,8 +184,7 @@ class KeypointEvaluator:
               for k in collected[0]}
     valid = merged.pop('valid')
     result = {k: v[valid] for k, v in merged.items()}
-    batched_prediction.check_all_seen(len(result['image_id']), self.count,
-                                      'examples')
+    self.counts = tally.check(self.count, 'examples')
     return result, previews
 
   def _previews(self, images, host) -> list[np.ndarray]:
@@ -243,7 +244,7 @@ class KeypointEvaluator:
   def evaluate(self, variables) -> tuple[dict[str, float], list[np.ndarray]]:
     pred, previews = self.predict(variables)
     self.results = self.results_of(pred)
-    return self.metrics(pred, self.results), previews
+    return {**self.metrics(pred, self.results), **self.counts}, previews
 
 
 def whole_image_boxes(images: example_lib.ImageDataset):

@@ -300,13 +300,14 @@ class PartRCNNEvaluator:
   def predict(self, variables):
     """COCO results of every detection kept, the part metrics over matched
     people (empty without part maps) and previews of the first images."""
-    results, previews, seen = [], [], 0
+    results, previews = [], []
+    tally = batched_prediction.ExampleTally()
     parts = (instance_metrics.MatchedPartIoU(self.part_names)
              if self.part_names else None)
     for host, global_batch in batched_prediction.host_predictions(
-        self.batches, self.predict_fn, variables, self.mesh, BATCH_KEYS):
+        self.batches, self.predict_fn, variables, self.mesh, BATCH_KEYS,
+        tally):
       valid = np.flatnonzero(host['valid'])
-      seen += len(valid)
       for i in valid:
         people = image_people(host, i, self.min_score)
         image_id = int(host['image_id'][i])
@@ -325,8 +326,9 @@ class PartRCNNEvaluator:
       if not previews:
         previews = self._previews(sharding.to_host(global_batch['image']),
                                   host, valid)
-    batched_prediction.check_all_seen(seen, self.count, 'images')
-    return results, parts.compute() if parts is not None else {}, previews
+    counts = tally.check(self.count, 'images')
+    return (results, {**(parts.compute() if parts is not None else {}),
+                      **counts}, previews)
 
   def metrics(self, results, part_metrics) -> dict[str, float]:
     """Every metric of the module docstring from `predict`'s outputs."""

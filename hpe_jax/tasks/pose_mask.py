@@ -154,18 +154,19 @@ class PoseMaskEvaluator:
     """Metrics over the split and preview overlays of the first people."""
     model = segmentation_metrics.SegmentationMetrics(2)
     prior = segmentation_metrics.SegmentationMetrics(2)
-    previews, seen = [], 0
+    previews = []
+    tally = batched_prediction.ExampleTally()
     for host, global_batch in batched_prediction.host_predictions(
         self.batches, self.predict_fn, variables, self.mesh,
-        ('mask', 'valid', 'keypoints')):
+        ('mask', 'keypoints'), tally):
       model.add(host['labels'], host['mask'], host['valid'])
       prior.add(host['prior_labels'], host['mask'], host['valid'])
-      seen += int(host['valid'].sum())
       if not previews:
         previews = self._previews(sharding.to_host(global_batch['image']),
                                   host)
-    batched_prediction.check_all_seen(seen, self.count, 'people')
+    counts = tally.check(self.count, 'people')
     out = model.compute()
+    out.update(counts)
     out.update({f'prior/{k}': v for k, v in prior.compute().items()})
     return {k: float(v) for k, v in out.items()}, previews
 

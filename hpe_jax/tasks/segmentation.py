@@ -265,13 +265,13 @@ class SegmentationEvaluator:
     """Metrics over the split and preview overlays of the first images."""
     metrics = segmentation_metrics.SegmentationMetrics(self.num_classes,
                                                        self.class_names)
-    keys = [self.target, 'valid', 'person_valid', 'gt_keypoints']
+    keys = [self.target, 'person_valid', 'gt_keypoints']
     joints = {h: [] for h in self.heads}
-    gt, previews, seen = [], [], 0
+    gt, previews = [], []
+    tally = batched_prediction.ExampleTally()
     for host, global_batch in batched_prediction.host_predictions(
-        self.batches, self.predict_fn, variables, self.mesh, keys):
+        self.batches, self.predict_fn, variables, self.mesh, keys, tally):
       metrics.add(host['labels'], host[self.target], host['valid'])
-      seen += int(host['valid'].sum())
       one_person = host['valid'] & (host['person_valid'].sum(-1) == 1)
       gt.append(host['gt_keypoints'][one_person, 0])
       for h in self.heads:
@@ -279,7 +279,7 @@ class SegmentationEvaluator:
       if not previews:
         previews = self._previews(sharding.to_host(global_batch['image']),
                                   host)
-    batched_prediction.check_all_seen(seen, self.count, 'images')
+    counts = tally.check(self.count, 'images')
     out = metrics.compute()
     gt = np.concatenate(gt)
     skeleton = self.dataset.skeleton
@@ -289,7 +289,8 @@ class SegmentationEvaluator:
             np.concatenate(joints[h]), gt[..., :2], gt[..., 2] > 0,
             pck.torso_size(gt, skeleton), PCK_ALPHA).mean
     suffix = '_flip' if self.cfg.flip else ''
-    return {k + suffix: float(v) for k, v in out.items()}, previews
+    return {**{k + suffix: float(v) for k, v in out.items()}, **counts
+            }, previews
 
   def _previews(self, images, host) -> list[np.ndarray]:
     n = min(self.cfg.num_preview_images, int(host['valid'].sum()))

@@ -36,6 +36,10 @@ def get_base_config(model_name: str,
   config.checkpoint_every = 1000  # also after every evaluation
   config.keep_checkpoints = 3  # the latest ones, plus the best
   config.init_from = ''  # another run's workdir or checkpoint: its weights
+  # On a non-finite loss, gradient or parameters: restore the latest
+  # checkpoint and go on with the batches after the bad step, at most this
+  # many times per process (0: stop the run).
+  config.divergence_rollbacks = 0
   return config
 
 

@@ -29,6 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from hpe_jax import errors
 from hpe_jax import tasks
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
@@ -69,7 +70,8 @@ def train_step(state: train_state.TrainState, batch, metric_sums, *, model,
       step=state.step + 1, params=optax.apply_updates(state.params, updates),
       batch_stats=batch_stats, opt_state=opt_state)
   metrics = {'loss': loss, 'grad_norm': optax.tree.norm(grads),
-             'learning_rate': lr_fn(state.step)}
+             'learning_rate': lr_fn(state.step),
+             'damaged_examples': batch['damaged'].sum()}
   metrics.update({f'loss/{k}': v for k, v in parts.items()})
   metrics = {k: jnp.asarray(v, jnp.float32) for k, v in metrics.items()}
   if metric_sums is None:
@@ -105,7 +107,12 @@ def zero_metric_sums(step_fn, state, batch):
 
 
 class _MetricSums:
-  """The step metrics summed on the device between two log lines."""
+  """The step metrics summed on the device between two log lines.
+
+  Means are logged, except for counts (`_TOTALS`), which are totals.
+  """
+
+  _TOTALS = ('damaged_examples',)
 
   def __init__(self, step_fn, state, batch, mesh):
     self._zeros = jax.device_put(zero_metric_sums(step_fn, state, batch),
@@ -117,9 +124,10 @@ class _MetricSums:
     return jax.tree.map(jnp.copy, self._zeros)
 
   def pop(self) -> dict[str, float]:
-    """The means since the last `pop`, fetched in one transfer."""
+    """The means (and totals) since the last `pop`, in one transfer."""
     host = jax.device_get(self.sums)
-    means = {k: float(v) / max(self.count, 1) for k, v in host.items()}
+    means = {k: float(v) / (1 if k in self._TOTALS else max(self.count, 1))
+             for k, v in host.items()}
     self.sums, self.count = self._fresh(), 0
     return means
 
@@ -139,34 +147,47 @@ def _all_finite(tree) -> jax.Array:
                             for x in jax.tree.leaves(tree)]))
 
 
-def _stop_if_diverged(step: int, metrics: dict, ckpt, writer, state=None,
-                      next_loss: float = 0.0) -> None:
-  """Stops a run whose loss or gradient norm (`metrics`: since the last
-  log line) are not finite or, when given before a save, whose parameters
-  (`state`) or `next_loss` (the loss of those parameters) are not, before
-  anything of it is saved.
-
-  In-flight saves finish first, so the message names a checkpoint that
-  exists; the metrics logged so far are flushed to ``metrics.jsonl``.
-  """
+def _divergence(metrics: dict, state=None, next_loss: float = 0.0
+                ) -> str | None:
+  """What stopped being finite, or None: the loss or gradient norm of
+  `metrics` (sums since the last log line: NaN if any step's was) or, when
+  given before a save, the parameters of `state` or `next_loss` (the loss
+  of those parameters)."""
   loss, grad_norm = float(metrics['loss']), float(metrics['grad_norm'])
-  params_finite = state is None or bool(_all_finite(state.params))
-  if (math.isfinite(loss) and math.isfinite(grad_norm) and params_finite
-      and math.isfinite(next_loss)):
-    return
-  what = (f'loss is {loss}' if not math.isfinite(loss) else
-          f'gradient norm is {grad_norm}' if not math.isfinite(grad_norm)
-          else 'updated parameters are not finite' if not params_finite
-          else f'loss of the updated parameters is {next_loss}')
+  if not math.isfinite(loss):
+    return f'loss is {loss}'
+  if not math.isfinite(grad_norm):
+    return f'gradient norm is {grad_norm}'
+  if state is not None and not bool(_all_finite(state.params)):
+    return 'updated parameters are not finite'
+  if not math.isfinite(next_loss):
+    return f'loss of the updated parameters is {next_loss}'
+  return None
+
+
+def _stop_diverged(step: int, what: str, ckpt, writer) -> None:
+  """Stops a diverged run without saving it. In-flight saves finish first,
+  so the message names a checkpoint that exists; the metrics logged so far
+  are flushed to ``metrics.jsonl``."""
   ckpt.wait()
   writer.flush()
   good = ckpt.latest_step()
   last = (f'step {good} in {ckpt.directory}' if good is not None else
           'none yet, so a re-run starts from scratch')
-  raise FloatingPointError(
+  raise errors.TrainingDiverged(
       f'The training {what} at step {step}. Stopping without saving it; the '
-      f'last good checkpoint: {last}. Lower the learning rate or enable '
-      'optimizer.grad_clip_norm, then re-run the same command.')
+      f'last good checkpoint: {last}. Lower the learning rate, enable '
+      'optimizer.grad_clip_norm or set divergence_rollbacks, then re-run '
+      'the same command.')
+
+
+def _roll_back(ckpt, template):
+  """(step, state) of the latest intact checkpoint, None if there is none.
+  """
+  ckpt.wait()
+  # The state only: the input goes on past the batches that diverged.
+  step, state = ckpt.restore_latest(template, move_damaged=True)
+  return None if step is None else (step, state)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -208,11 +229,11 @@ def _train_and_evaluate(config, workdir):
 
   # Where to start: resume > init_from > scratch.
   ckpt = checkpointing.Checkpointer(workdir, config.keep_checkpoints)
-  start = ckpt.latest_step()
+  # The newest intact checkpoint; damaged newer ones are moved aside.
+  start, state = ckpt.restore_latest(
+      train_state.abstract(model, tx, task, config, mesh), train_iter,
+      move_damaged=True)
   if start is not None:
-    state = ckpt.restore(
-        start, train_state.abstract(model, tx, task, config, mesh),
-        train_iter)
     logging.info('Resumed from %s at step %d', ckpt.directory, start)
   else:
     state = train_state.create(model, tx, task, config, mesh)
@@ -246,14 +267,18 @@ def _train_and_evaluate(config, workdir):
   # The loop.
   total = config.total_steps
   final_eval, averages = {}, None
+  rollbacks_left = config.divergence_rollbacks
   if start >= config.total_steps:
     logging.info('The run already reached total_steps=%d.', start)
   if start == 0 and config.eval_at_start:
     final_eval = run_eval(0)
-  t_log, step_log = time.perf_counter(), start
+  step = step_log = start
+  t_log, preempted = time.perf_counter(), False
   with preemption.PreemptionWatcher() as watcher:
-    for step in range(start + 1, total + 1):
-      batch = sharding.to_global(next(train_iter), mesh)
+    while step < total:
+      step += 1
+      with watcher.waiting_for_input():
+        batch = sharding.to_global(next(train_iter), mesh)
       if averages is None:
         averages = _MetricSums(step_fn, state, batch, mesh)
       # Everything the step reads is already on the devices: a host value
@@ -263,6 +288,7 @@ def _train_and_evaluate(config, workdir):
         state, averages.sums = step_fn(state, batch, averages.sums)
       averages.count += 1
 
+      diverged = None
       if _every(step, config.log_every) or step == total:
         train = averages.pop()
         now = time.perf_counter()
@@ -275,14 +301,33 @@ def _train_and_evaluate(config, workdir):
                      step, total, train['loss'], train['learning_rate'],
                      steps_per_sec,
                      _duration((total - step) / max(steps_per_sec, 1e-9)))
-        _stop_if_diverged(step, train, ckpt, writer)
+        diverged = _divergence(train)
 
       evaluate = _every(step, config.eval_every) or step == total
       preempted = watcher.reached(step)
-      if evaluate or preempted or _every(step, config.checkpoint_every):
-        # Sums since the last log line: NaN if any step's was.
-        _stop_if_diverged(step, averages.sums, ckpt, writer, state,
-                          float(next_loss_fn(state, batch)))
+      save = evaluate or preempted or _every(step, config.checkpoint_every)
+      if save and not diverged:
+        diverged = _divergence(jax.device_get(averages.sums), state,
+                               float(next_loss_fn(state, batch)))
+      if diverged:
+        good = None
+        if rollbacks_left:
+          good = _roll_back(
+              ckpt, train_state.abstract(model, tx, task, config, mesh))
+        if good is None:
+          _stop_diverged(step, diverged, ckpt, writer)
+        rollbacks_left -= 1
+        logging.warning(
+            'The training %s at step %d: rolled back to checkpoint %d; the '
+            'batches of steps %d-%d are skipped (%d roll-backs left).',
+            diverged, step, good[0], good[0] + 1, step, rollbacks_left)
+        step, state = good
+        # The lines of the abandoned steps leave the logs, as on a resume.
+        writer.close()
+        writer = metric_writer.MetricWriter(workdir, resume_step=step)
+        averages, step_log, t_log = None, step, time.perf_counter()
+        continue
+      if save:
         metric = None
         if evaluate:
           final_eval = run_eval(step)
@@ -292,10 +337,13 @@ def _train_and_evaluate(config, workdir):
         writer.flush()
         ckpt.save(step, state, train_iter, metric)
       if preempted:
-        logging.warning('Preempted: checkpoint saved at step %d. Re-run the '
-                        'same command to resume.', step)
         break
-  ckpt.wait()
+    # Inside the watcher: a SIGTERM arriving while the last save is written
+    # must not kill the process before the checkpoint is final.
+    ckpt.wait()
+  if preempted:
+    logging.warning('Preempted: checkpoint saved at step %d. Re-run the same '
+                    'command to resume.', step)
   ckpt.close()
   writer.close()
   return final_eval
