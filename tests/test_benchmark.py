@@ -31,3 +31,23 @@ def test_peak_flops_lookup():
                                      'bfloat16') == 989e12
   assert benchmark.device_peak_flops('TPU v5 lite', 'bfloat16') == 197e12
   assert benchmark.device_peak_flops('cpu', 'float32') is None
+
+
+def test_the_pytorch_twin_benchmark_runs_at_a_tiny_size():
+  # torch is optional: the JAX side and the training command's step run
+  # everywhere, the twin where torch is installed.
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/hourglass_vs_torch.py', '--stacks=2',
+       '--features=8', '--depth=1', '--size=32', '--batch=2', '--rounds=1',
+       '--steps=1', '--trainer_step'],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr
+  rows = {line.split()[0]: line.split()[1:] for line in
+          proc.stdout.splitlines() if line.strip()}
+  assert float(rows['hpe_jax'][1]) > 0 and float(rows['trainer'][1]) > 0
+  if 'torch' in rows:
+    # Same network: the parameter counts printed for both sides agree.
+    counts = [line.split()[-1] for line in proc.stdout.splitlines()
+              if 'parameters:' in line]
+    assert len(set(counts)) == 1 and len(counts) == 3
+    assert rows['hpe_jax/torch'][0].endswith('x')
