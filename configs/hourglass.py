@@ -9,9 +9,9 @@ supervision at every stack, here on the built-in synthetic people:
 Arguments (comma-separated):
 
 * ``smoke``: 2 stacks of 32 features, depth 2, 64x64 crops of 128x128
-  synthetic scenes, batch 32, 600 Adam steps. On 2 CPU cores: 3 minutes
-  (181 s, 3.7 steps/s); validation PCK@0.2 (torso) 0.007 untrained ->
-  0.295, PCKh@0.5 0.004 -> 0.218.
+  synthetic scenes, batch 32, 600 Adam steps. On 2 CPU cores: 2 minutes
+  (130 s, 5.6 steps/s); validation PCK@0.2 (torso) 0.007 untrained ->
+  0.292, PCKh@0.5 0.004 -> 0.215.
 * ``mpii``: MPII in mmpose's list format under ``--config.dataset.root``
   (``annotations/mpii_{train,val}.json``, ``images/``), PCKh@0.5 with flip
   test. Published: 0.881 (paper, 8 stacks), 0.902 (PyTorch

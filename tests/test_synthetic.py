@@ -102,13 +102,31 @@ def test_random_access_matches_sequential_generation():
                                 sequential[4]['part_map'])
 
 
-def test_pickled_dataset_gives_the_same_samples():
-  ds = synthetic.SyntheticPeople(4, seed=2)
+@pytest.mark.parametrize('cache_mb', [0.0, 16.0])
+def test_pickled_dataset_gives_the_same_samples(cache_mb):
+  ds = synthetic.SyntheticPeople(4, seed=2, cache_mb=cache_mb)
   before = ds[1]
   clone = pickle.loads(pickle.dumps(ds))
-  assert clone._cache is None  # pylint: disable=protected-access
   assert_examples_equal(clone[1], before)
+  # The drawn samples kept in memory do not travel to worker processes.
   assert len(pickle.dumps(ds)) < 2000
+
+
+def test_kept_samples_are_the_drawn_ones_and_stay_within_the_budget():
+  drawn = synthetic.SyntheticPeople(12, seed=3, image_size=(H, W))
+  # About 3 of the 12 samples fit in the budget.
+  kept = synthetic.SyntheticPeople(12, seed=3, image_size=(H, W),
+                                   cache_mb=3 * H * W * 9 / 2**20)
+  for _ in range(2):
+    for i in range(12):
+      assert_examples_equal(kept[i], drawn[i])
+  # pylint: disable=protected-access
+  assert 0 < len(kept._kept) < 12
+  assert kept._kept_bytes <= kept._cache_bytes
+  # A sample handed out is a copy: changing it leaves the kept one intact.
+  first = next(iter(kept._kept))
+  kept[first]['image'][:] = 0
+  assert_examples_equal(kept[first], drawn[first])
 
 
 def test_threads_sharing_a_dataset_get_the_right_samples():

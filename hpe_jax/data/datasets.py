@@ -76,7 +76,8 @@ def default_config() -> ml_collections.ConfigDict:
       synthetic=dict(
           num_train=2000, num_eval=200, image_size=(256, 256),
           max_people=3, seed=0,
-          person_height=(0.25, 1.0)),  # fractions of the image height
+          person_height=(0.25, 1.0),  # fractions of the image height
+          cache_mb=512.0),  # drawn samples kept in memory, per process
       coco=dict(
           train_annotations='annotations/person_keypoints_train2017.json',
           train_images='train2017',
@@ -127,7 +128,7 @@ def _build_reader(cfg: ml_collections.ConfigDict,
         # Disjoint seeds keep evaluation images out of training.
         seed=2 * s.seed + (0 if train else 1),
         image_size=tuple(s.image_size), max_people=s.max_people,
-        person_height=tuple(s.person_height))
+        person_height=tuple(s.person_height), cache_mb=s.cache_mb)
 
   if name == 'coco':
     c = cfg.coco
