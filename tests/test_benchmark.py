@@ -45,7 +45,7 @@ def test_the_pytorch_twin_benchmark_runs_at_a_tiny_size():
   rows = {line.split()[0]: line.split()[1:] for line in
           proc.stdout.splitlines() if line.strip()}
   assert float(rows['hpe_jax'][1]) > 0 and float(rows['trainer'][1]) > 0
-  if 'torch' in rows:
+  if 'hpe_jax/torch' in rows:  # torch installed: the twin ran
     # Same network: the parameter counts printed for both sides agree.
     counts = [line.split()[-1] for line in proc.stdout.splitlines()
               if 'parameters:' in line]
