@@ -307,12 +307,26 @@ def test_a_dataset_of_damaged_images_stops_the_run_with_one_line(tmp_path):
 
 
 _STUCK_INPUT = '''
-import os, signal, sys, threading, time
+import contextlib, os, signal, sys, threading, time
 sys.path.insert(0, 'tests')
 import conftest
 from hpe_jax import cli
 from hpe_jax import main
 from hpe_jax.data import datasets
+from hpe_jax.runtime import preemption
+
+# Since when the training loop has been waiting for its next batch.
+waiting_since = [None]
+wait_for_input = preemption.PreemptionWatcher.waiting_for_input
+@contextlib.contextmanager
+def watched_wait(self):
+  with wait_for_input(self):
+    waiting_since[0] = time.monotonic()
+    try:
+      yield
+    finally:
+      waiting_since[0] = None
+preemption.PreemptionWatcher.waiting_for_input = watched_wait
 
 build = datasets.build
 stuck = threading.Event()
@@ -330,8 +344,14 @@ def stuck_build(cfg, split):
 datasets.build = stuck_build
 
 def preempt_twice():
+  # The input threads run ahead of the loop: wait until the loop itself is
+  # blocked on the stuck input, not still compiling its first step.
   stuck.wait()
-  time.sleep(2)
+  while True:
+    since = waiting_since[0]
+    if since is not None and time.monotonic() - since > 2:
+      break
+    time.sleep(0.2)
   os.kill(os.getpid(), signal.SIGTERM)
   time.sleep(1)
   os.kill(os.getpid(), signal.SIGTERM)
