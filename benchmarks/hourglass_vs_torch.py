@@ -133,14 +133,7 @@ def trainer_side(args):
   the device from a batch of synthetic people, and its evaluation step."""
   # pylint: disable=import-outside-toplevel
   import importlib.util
-  from hpe_jax import tasks
-  from hpe_jax.data import datasets
-  from hpe_jax.data import pipeline
-  from hpe_jax.models import registry
-  from hpe_jax.runtime import sharding
-  from hpe_jax.training import optimizers
-  from hpe_jax.training import train_state
-  from hpe_jax.training import trainer
+  from hpe_jax import benchmark
 
   spec = importlib.util.spec_from_file_location(
       'recipe', os.path.join(os.path.dirname(__file__), '..', 'configs',
@@ -154,33 +147,19 @@ def trainer_side(args):
                       batch_size=args.batch, eval_batch_size=args.batch)
   config.eval.flip = False
   config.model.dtype = args.dtype
-  mesh = sharding.make_mesh()
-  data = datasets.build(config.dataset, 'train')
-  task = tasks.make(config)
-  model = registry.build_for_run(config, data.skeleton)
-  tx, lr_fn = optimizers.make_optimizer(config.optimizer, config.total_steps)
-  batch = sharding.to_global(next(iter(pipeline.train_dataset(
-      data, config.input, seed=0, batch_size=args.batch))), mesh)
-  step_fn = trainer.make_train_step(config, model, tx, lr_fn, mesh)
-  holder = {'state': train_state.create(model, tx, task, config, mesh)}
-  holder['sums'] = jax.device_put(
-      trainer.zero_metric_sums(step_fn, holder['state'], batch),
-      sharding.replicated(mesh))
-  predict = task.make_evaluator(
-      config, datasets.build(config.dataset, 'eval'), model, mesh).predict_fn
+  steps = benchmark.CompiledSteps(config)
 
   def train_steps(n):
     for _ in range(n):
-      holder['state'], holder['sums'] = step_fn(holder['state'], batch,
-                                                holder['sums'])
-    jax.block_until_ready(holder['sums'])
+      loss = steps.train()
+    jax.block_until_ready(loss)
 
   def eval_steps(n):
     for _ in range(n):
-      out = predict(holder['state'].variables, batch)
+      out = steps.evaluate()
     jax.block_until_ready(out)
 
-  count = sum(x.size for x in jax.tree.leaves(holder['state'].params))
+  count = sum(x.size for x in jax.tree.leaves(steps.state.params))
   return train_steps, eval_steps, count
 
 

@@ -99,44 +99,55 @@ def peak_memory_bytes() -> int | None:
   return None if not stats else stats.get('peak_bytes_in_use')
 
 
+class CompiledSteps:
+  """The jitted train and evaluation steps of a config, compiled, on one
+  training batch held on the devices (the input pipeline out of the
+  picture). `train` runs one step, `evaluate` one evaluation batch."""
+
+  def __init__(self, config):
+    self.mesh = mesh = sharding.make_mesh()
+    self.train_data = datasets.build(config.dataset, 'train')
+    task = tasks.make(config)
+    model = registry.build_for_run(config, self.train_data.skeleton)
+    tx, lr_fn = optimizers.make_optimizer(config.optimizer,
+                                          config.total_steps)
+    self.state = train_state.create(model, tx, task, config, mesh)
+    self.local_batch_size = sharding.per_process_batch_size(
+        config.input.batch_size, mesh)
+    self.batch = sharding.to_global(next(iter(pipeline.train_dataset(
+        self.train_data, config.input, seed=config.seed,
+        batch_size=self.local_batch_size))), mesh)
+    step_fn = trainer.make_train_step(config, model, tx, lr_fn, mesh)
+    self.sums = jax.device_put(
+        trainer.zero_metric_sums(step_fn, self.state, self.batch),
+        sharding.replicated(mesh))
+    t0 = time.perf_counter()
+    self.compiled_train = step_fn.lower(self.state, self.batch,
+                                        self.sums).compile()
+    self.compile_s = time.perf_counter() - t0
+    predict = task.make_evaluator(
+        config, datasets.build(config.dataset, 'eval'), model, mesh
+    ).predict_fn
+    self.compiled_eval = predict.lower(self.state.variables,
+                                       self.batch).compile()
+
+  def train(self):
+    self.state, self.sums = self.compiled_train(self.state, self.batch,
+                                                self.sums)
+    return self.sums['loss']
+
+  def evaluate(self):
+    return self.compiled_eval(self.state.variables, self.batch)
+
+
 def run(config, steps: int, warmup: int, input_batches: int) -> dict:
   """All the measurements of the module docstring, as a flat dict."""
-  mesh = sharding.make_mesh()
-  train_data = datasets.build(config.dataset, 'train')
-  task = tasks.make(config)
-  model = registry.build_for_run(config, train_data.skeleton)
-  tx, lr_fn = optimizers.make_optimizer(config.optimizer, config.total_steps)
-  state = train_state.create(model, tx, task, config, mesh)
+  compiled = CompiledSteps(config)
   batch_size = config.input.batch_size
-  local = sharding.per_process_batch_size(batch_size, mesh)
-  batch = next(iter(pipeline.train_dataset(
-      train_data, config.input, seed=config.seed, batch_size=local)))
-  batch = sharding.to_global(batch, mesh)
-
-  step_fn = trainer.make_train_step(config, model, tx, lr_fn, mesh)
-  sums = jax.device_put(trainer.zero_metric_sums(step_fn, state, batch),
-                        sharding.replicated(mesh))
-  t0 = time.perf_counter()
-  compiled_step = step_fn.lower(state, batch, sums).compile()
-  compile_s = time.perf_counter() - t0
-  train_flops = compiled_flops(compiled_step)
-
-  holder = {'state': state, 'sums': sums}
-
-  def train_once():
-    holder['state'], holder['sums'] = compiled_step(
-        holder['state'], batch, holder['sums'])
-    return holder['sums']['loss']
-
-  step_s = time_calls(train_once, tuple, steps, warmup)
-
-  predict = task.make_evaluator(
-      config, datasets.build(config.dataset, 'eval'), model, mesh).predict_fn
-  variables = holder['state'].variables
-  compiled_eval = predict.lower(variables, batch).compile()
-  eval_flops = compiled_flops(compiled_eval)
-  eval_s = time_calls(compiled_eval, lambda: (variables, batch), steps,
-                      warmup)
+  train_flops = compiled_flops(compiled.compiled_train)
+  step_s = time_calls(compiled.train, tuple, steps, warmup)
+  eval_flops = compiled_flops(compiled.compiled_eval)
+  eval_s = time_calls(compiled.evaluate, tuple, steps, warmup)
 
   device = jax.devices()[0]
   peak = device_peak_flops(device.device_kind, config.model.dtype)
@@ -145,7 +156,7 @@ def run(config, steps: int, warmup: int, input_batches: int) -> dict:
       platform=device.platform,
       model=config.model.name, dtype=config.model.dtype,
       image_size=list(config.input.image_size), batch_size=batch_size,
-      compile_s=compile_s,
+      compile_s=compiled.compile_s,
       train_step_ms=1000 * step_s,
       train_images_per_s=batch_size / step_s,
       eval_images_per_s=batch_size / eval_s,
@@ -160,7 +171,8 @@ def run(config, steps: int, warmup: int, input_batches: int) -> dict:
     result['train_fraction_of_peak'] = train_flops / step_s / peak
   if input_batches:
     result['input_images_per_s'] = throughput.measure(
-        train_data, config.input, seed=config.seed, batch_size=local,
+        compiled.train_data, config.input, seed=config.seed,
+        batch_size=compiled.local_batch_size,
         batches=input_batches, warmup=2)['examples_per_s']
     result['input_workers'] = config.input.num_workers
   return result
