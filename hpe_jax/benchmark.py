@@ -16,6 +16,7 @@ whether training is input-bound. It prints a table and writes it as JSON.
 from __future__ import annotations
 
 import json
+import os
 import time
 
 from absl import flags
@@ -190,8 +191,9 @@ def format_table(result: dict) -> str:
 def main(argv):
   del argv
   cli.setup_logging()
-  result = run(cli.config_value(_CONFIG), _STEPS.value, _WARMUP.value,
-               _INPUT_BATCHES.value)
+  config = cli.config_value(_CONFIG)
+  cli.output_folder(os.path.dirname(_OUTPUT.value) or '.')
+  result = run(config, _STEPS.value, _WARMUP.value, _INPUT_BATCHES.value)
   print(format_table(result))
   with open(_OUTPUT.value, 'w') as f:
     json.dump(result, f, indent=2)

@@ -5,7 +5,8 @@ unknown config key, a recipe file that does not exist, a bad value) or any
 `errors.ReportableError` (a missing file, an empty dataset, a busy workdir)
 ends the program with one line naming what is wrong and exit status 1; no
 traceback unless ``--show_traceback``. `config_value` reads a config flag
-the same way, before anything is written.
+the same way, before anything is written, and `output_folder` makes a
+command's output folder before its slow work starts.
 
 `define_run_flags` gives evaluate and predict ``--workdir``, ``--checkpoint``
 and a ``--config`` flag whose default is the run's saved config, so
@@ -22,11 +23,13 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
+from etils import epath
 import jax
 from ml_collections import config_flags
 
 from hpe_jax import errors
 from hpe_jax.runtime import run_config
+from hpe_jax.runtime import storage
 from hpe_jax.runtime import trained_run
 
 # tensorboardX renames tags with '@' (pck@0.2 -> pck_0.2) at INFO each time.
@@ -129,6 +132,25 @@ def config_value(config_flag):
   except Exception as e:  # pylint: disable=broad-except
     raise errors.ConfigError(f'--{config_flag.name}: '
                              f'{_flag_error(e, sys.argv)}') from e
+
+
+def output_folder(path: str, *names: str) -> epath.Path:
+  """The folder `path`/`names` (local or bucket), created with its parents.
+
+  Commands call it before their slow work, so that a folder that cannot be
+  made (a file in the way, no permission) is a one-line
+  `errors.ReportableError` at once, not an error after the work.
+  """
+  folder = storage.join(path, *names)
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+  except OSError as e:
+    # Raised for the folder itself or for a parent that is a file.
+    in_the_way = isinstance(e, (FileExistsError, NotADirectoryError))
+    reason = 'a file is in the way' if in_the_way else e.strerror or e
+    raise errors.ReportableError(
+        f'{folder}: cannot create the output folder ({reason})') from e
+  return folder
 
 
 def setup_logging() -> None:

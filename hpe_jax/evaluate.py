@@ -28,13 +28,11 @@ from hpe_jax.runtime import storage
 
 def main(argv):
   del argv
+  out_dir = cli.output_folder(flags.FLAGS.workdir, 'eval')
   config, model, variables, step, mesh = cli.load_run()
-  workdir = flags.FLAGS.workdir
   task = tasks.make(config)
   dataset = datasets.build(config.dataset, 'eval')
   evaluator = task.make_evaluator(config, dataset, model, mesh)
-  out_dir = storage.join(workdir, 'eval')
-  out_dir.mkdir(parents=True, exist_ok=True)
   stem = f'{out_dir}/step{step}{task.protocol_suffix(config)}'
   written = [f'{stem}.json']
   metrics, _ = evaluator.evaluate(variables)

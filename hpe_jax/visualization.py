@@ -1,8 +1,12 @@
 """Drawing skeletons, masks, part maps and heatmaps over images (uint8 RGB).
 
-Used by the batch preview, the predict command and TensorBoard images. Left
-limbs are drawn in blue, right limbs in orange and centre limbs in green;
-joints labelled as hidden (visibility 1) are drawn as hollow circles.
+Used by the batch preview, the predict command and TensorBoard images.
+Limbs and joints are coloured by the person's side (`SIDE_COLORS`, as in
+mmpose): left blue, right orange, centre green. Joints labelled as hidden
+(visibility 1) are hollow circles; predicted joints scoring at or below the
+keypoint threshold are drawn faintly (thin, hollow, see-through) where the
+caller asks for it. Label maps get colours from `label_palette` or a part
+schema's own, and `add_legend` names them under the picture.
 """
 
 from __future__ import annotations
@@ -15,7 +19,12 @@ import numpy as np
 from hpe_jax import errors
 from hpe_jax.data import skeletons
 
-_SIDE_COLORS = {-1: (60, 120, 255), 0: (60, 220, 60), 1: (255, 140, 30)}
+# RGB by `Skeleton.side`: -1 left, 0 centre, +1 right.
+SIDE_COLORS = {-1: (60, 120, 255), 0: (60, 220, 60), 1: (255, 140, 30)}
+# Opacity of the faint drawing of joints below the threshold.
+_FAINT_ALPHA = 0.4
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_FONT_SCALE = 0.35
 
 
 def label_palette(num: int = 256) -> np.ndarray:
@@ -31,16 +40,26 @@ def label_palette(num: int = 256) -> np.ndarray:
   return rgb
 
 
+def _palette(colors=None) -> np.ndarray:
+  """[256, 3] uint8: `colors` (a part schema's, or None) for the first
+  labels, `label_palette` for the rest."""
+  palette = label_palette()
+  if colors is not None:
+    palette[:len(colors)] = colors
+  return palette
+
+
 def _resize_nearest(labels: np.ndarray, shape) -> np.ndarray:
   return cv2.resize(labels, (shape[1], shape[0]),
                     interpolation=cv2.INTER_NEAREST)
 
 
 def overlay_labels(image: np.ndarray, labels: np.ndarray,
-                   alpha: float = 0.5) -> np.ndarray:
-  """Blends colour-coded labels (any resolution) over the image."""
+                   alpha: float = 0.5, colors=None) -> np.ndarray:
+  """Blends colour-coded labels (any resolution) over the image; `colors`:
+  RGB per label from 0 (a part schema's `colors`), else `label_palette`."""
   labels = _resize_nearest(labels.astype(np.uint8), image.shape)
-  colors = label_palette()[labels]
+  colors = _palette(colors)[labels]
   blend = np.where(labels[..., None] > 0,
                    (1 - alpha) * image + alpha * colors, image)
   return blend.astype(np.uint8)
@@ -60,38 +79,49 @@ def overlay_heatmaps(image: np.ndarray, heatmaps: np.ndarray,
 
 def draw_skeleton(image: np.ndarray, keypoints: np.ndarray,
                   skeleton: skeletons.Skeleton, threshold: float = 0.0,
-                  person_colors=None, radius: int | None = None,
+                  faint: bool = False, radius: int | None = None,
                   thickness: int | None = None) -> np.ndarray:
   """Draws people [P, K, 3] or one person [K, 3] (x, y, visibility/score).
 
-  Joints whose third value is <= `threshold` are not drawn. With
-  `person_colors` ([P, 3]) every person gets its own colour instead of the
-  left/right colouring.
+  Limbs and joints are coloured by side (`SIDE_COLORS`). Joints whose third
+  value is <= `threshold` are left out or, with `faint` (predicted joints,
+  whose third value is a score), drawn faintly: hollow, thin and
+  see-through, as are limbs with such a joint at either end. A low score is
+  then still visible where the model put the joint.
   """
   out = np.ascontiguousarray(image.copy())
   kp = np.asarray(keypoints, np.float32).reshape(-1, skeleton.num_joints, 3)
   scale = max(out.shape[:2]) / 256
   radius = radius or max(1, round(2.5 * scale))
   thickness = thickness or max(1, round(1.5 * scale))
-  for p, person in enumerate(kp):
-    shown = person[:, 2] > threshold
-    # cv2 draws with 4 fractional bits: sub-pixel accurate positions.
-    pts = [tuple(xy) for xy in np.round(person[:, :2] * 16).astype(int)]
+  side = skeleton.side
 
-    def color(joint, p=p):
-      if person_colors is not None:
-        return tuple(map(int, person_colors[p]))
-      return _SIDE_COLORS[int(skeleton.side[joint])]
+  def color(joint):
+    return SIDE_COLORS[int(side[joint])]
 
-    for a, b in skeleton.limb_indices:
-      if shown[a] and shown[b]:
-        cv2.line(out, pts[a], pts[b], color(a if skeleton.side[a] else b),
-                 thickness, cv2.LINE_AA, shift=4)
-    for j in np.flatnonzero(shown):
-      hidden = person[j, 2] == 1
-      cv2.circle(out, pts[j], radius * 16, color(j), 1 if hidden else -1,
-                 cv2.LINE_AA, shift=4)
-  return out
+  def draw(canvas, strong: bool):
+    """Paints the limbs and joints above the threshold (`strong`) or the
+    others, thin and hollow."""
+    for person in kp:
+      above = person[:, 2] > threshold
+      # cv2 draws with 4 fractional bits: sub-pixel accurate positions.
+      pts = [tuple(xy) for xy in np.round(person[:, :2] * 16).astype(int)]
+      for a, b in skeleton.limb_indices:
+        if bool(above[a] and above[b]) == strong:
+          cv2.line(canvas, pts[a], pts[b], color(a if side[a] else b),
+                   thickness if strong else 1, cv2.LINE_AA, shift=4)
+      for j in np.flatnonzero(above == strong):
+        hollow = not strong or person[j, 2] == 1
+        cv2.circle(canvas, pts[j], radius * 16, color(j), 1 if hollow else -1,
+                   cv2.LINE_AA, shift=4)
+    return canvas
+
+  if faint:
+    # Drawn on a copy and blended: see-through over the image, and under
+    # the joints above the threshold.
+    out = cv2.addWeighted(draw(out.copy(), strong=False), _FAINT_ALPHA, out,
+                          1 - _FAINT_ALPHA, 0)
+  return draw(out, strong=True)
 
 
 def person_colors(num: int) -> np.ndarray:
@@ -103,7 +133,7 @@ def person_colors(num: int) -> np.ndarray:
 def draw_people(image: np.ndarray, instances: np.ndarray, parts: np.ndarray,
                 people, keypoints, skeleton: skeletons.Skeleton,
                 threshold: float = 0.0, alpha: float = 0.6) -> np.ndarray:
-  """Every person's body parts and skeleton in that person's own colour.
+  """Every person's body parts in that person's own colour, and skeleton.
 
   Args:
     image: [H, W, 3] uint8.
@@ -114,11 +144,12 @@ def draw_people(image: np.ndarray, instances: np.ndarray, parts: np.ndarray,
       colour n.
     keypoints: [len(people), K, 3] in image pixels, with scores.
     skeleton: the keypoints' skeleton.
-    threshold: joints scoring at or below it are not drawn.
+    threshold: joints scoring at or below it are drawn faintly.
     alpha: opacity of the part colours.
 
   Parts are shades of the person's colour, from light (label 1) to dark,
-  so both who and which part a pixel is can be read.
+  so both who and which part a pixel is can be read; skeletons are coloured
+  by side (`draw_skeleton`).
   """
   instances = _resize_nearest(instances.astype(np.uint8), image.shape)
   parts = _resize_nearest(parts.astype(np.uint8), image.shape)
@@ -131,15 +162,50 @@ def draw_people(image: np.ndarray, instances: np.ndarray, parts: np.ndarray,
     out[on] = (1 - alpha) * out[on] + alpha * paint[on]
   if len(people):
     return draw_skeleton(out.astype(np.uint8), keypoints, skeleton,
-                         threshold=threshold, person_colors=colors)
+                         threshold=threshold, faint=True)
   return out.astype(np.uint8)
 
 
 def put_text(image: np.ndarray, text: str) -> np.ndarray:
   out = np.ascontiguousarray(image.copy())
-  cv2.putText(out, text, (3, 12), cv2.FONT_HERSHEY_SIMPLEX, 0.35,
-              (255, 255, 255), 1, cv2.LINE_AA)
+  cv2.putText(out, text, (3, 12), _FONT, _FONT_SCALE, (255, 255, 255), 1,
+              cv2.LINE_AA)
   return out
+
+
+def add_legend(image: np.ndarray, labels: np.ndarray, names,
+               colors=None) -> np.ndarray:
+  """`image` above a black strip naming the labels present in `labels`.
+
+  Each label other than 0 (background) that occurs in `labels` gets a
+  swatch of its `overlay_labels` colour (`colors` as there) and its name
+  from `names` (a part schema's `label_names`; 255 is "ignored"), in label
+  order, wrapped into rows of the image's width. Only present labels are
+  named, so schemas of many classes stay readable; without any the image
+  is returned as it is.
+  """
+  present = [int(v) for v in np.unique(labels) if v != 0]
+  if not present:
+    return image
+  palette = _palette(colors)
+  width = image.shape[1]
+  row, swatch = 12, 8
+  entries, x, y = [], 0, 0
+  for label in present:
+    name = (names[label] if label < len(names) else
+            'ignored' if label == skeletons.IGNORE_LABEL else str(label))
+    size = swatch + 4 + cv2.getTextSize(name, _FONT, _FONT_SCALE, 1)[0][0] + 8
+    if x and x + size > width:
+      x, y = 0, y + row
+    entries.append((x, y, palette[label], name))
+    x += size
+  strip = np.zeros((y + row + 2, width, 3), np.uint8)
+  for x, y, color, name in entries:
+    cv2.rectangle(strip, (x + 3, y + 3), (x + 2 + swatch, y + 2 + swatch),
+                  tuple(map(int, color)), -1)
+    cv2.putText(strip, name, (x + swatch + 6, y + 10), _FONT, _FONT_SCALE,
+                (255, 255, 255), 1, cv2.LINE_AA)
+  return np.concatenate([image, strip])
 
 
 def grid(images, columns: int, pad: int = 2) -> np.ndarray:

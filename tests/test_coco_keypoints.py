@@ -8,6 +8,7 @@ import pytest
 from hpe_jax.data import coco
 from hpe_jax.data import skeletons
 from hpe_jax.evaluation import coco_keypoints as ck
+from hpe_jax.tasks import keypoints
 
 
 @pytest.fixture
@@ -144,3 +145,18 @@ def test_oks_nms_matches_brute_force():
     if threshold == 0.3:
       assert len(kept) < len(keypoints)  # The case does suppress.
   assert ck.oks_nms(np.zeros([0, 17, 3]), [], [], sigmas, 0.5).shape == (0,)
+
+
+def test_pose_nms_without_sigmas_keeps_separate_people():
+  # LSP has no OKS sigmas; NMS must still tell two people from a duplicate.
+  def person(image_id, dx, score):
+    kp = np.zeros((14, 3))
+    kp[:, 0] = np.linspace(0, 40, 14) + dx
+    kp[:, 1] = np.linspace(0, 100, 14)
+    kp[:, 2] = 1
+    return {'image_id': image_id, 'keypoints': kp.ravel().tolist(),
+            'score': score}
+  results = [person(1, 0, 0.9), person(1, 0.5, 0.8), person(1, 300, 0.7),
+             person(2, 0, 0.5)]
+  kept = keypoints.pose_nms(results, skeletons.LSP14)
+  assert [r['score'] for r in kept] == [0.9, 0.7, 0.5]

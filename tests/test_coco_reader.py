@@ -11,6 +11,7 @@ from pycocotools import cocoeval
 from pycocotools import mask as mask_utils
 
 from hpe_jax.data import coco
+from hpe_jax.data import datasets
 from hpe_jax.data import example
 from hpe_jax.data import skeletons
 
@@ -234,6 +235,50 @@ def test_coco_object_evaluates_normalised_annotations(folder, tmp_path):
   (tmp_path / 'no_categories.json').write_text(json.dumps(data))
   ds = folder.dataset(str(tmp_path / 'no_categories.json'))
   assert _keypoint_ap(ds) == pytest.approx(1.0)
+
+
+def _instances_file(folder, path):
+  """`folder`'s file as a COCO instances file writes it: no keypoints, and
+  categories without a keypoints field, person among others."""
+  data = json.loads((folder.root / 'annotations.json').read_text())
+  for ann in data['annotations']:
+    del ann['keypoints'], ann['num_keypoints']
+  data['annotations'].append(dict(
+      id=30, image_id=7, category_id=3, iscrowd=0, bbox=[0, 0, 5, 5],
+      area=12.5, segmentation=[[0, 0, 5, 0, 5, 5]]))
+  data['categories'] = [dict(id=1, name='person', supercategory='person'),
+                        dict(id=3, name='car', supercategory='vehicle')]
+  path.write_text(json.dumps(data))
+  return str(path)
+
+
+def test_instances_file_reads_people_with_masks_and_no_keypoints(
+    folder, tmp_path):
+  expected = folder.dataset()
+  path = _instances_file(folder, tmp_path / 'instances.json')
+  ds = folder.dataset(path)
+  assert ds.name == path  # Errors about the data name the file.
+  assert ds.num_skipped == 0 and sorted(ds.coco.anns) == [10, 11, 12, 20, 21]
+  assert not any(a['num_keypoints'] for a in ds.coco.anns.values())
+  assert len(ds) == len(expected) == 2
+  for i in range(len(ds)):
+    ex, want = ds[i], expected[i]
+    for key in ('boxes', 'is_crowd', 'person_masks'):
+      np.testing.assert_array_equal(ex[key], want[key], err_msg=key)
+    assert ex['keypoints'].shape == want['keypoints'].shape
+    assert not ex['keypoints'].any()
+
+
+def test_skip_empty_images_is_a_config_key(folder):
+  folder.write(extra_images=[dict(id=9, file_name='nine.jpg', height=10,
+                                  width=10)])
+  cfg = datasets.default_config()
+  cfg.update(name='coco', root=str(folder.root))
+  cfg.coco.update(train_annotations='annotations.json', train_images='images')
+  # Kept by default: full-image segmentation learns background from them.
+  assert datasets.build(cfg, 'train').image_ids == [3, 7, 9]
+  cfg.coco.skip_empty_images = True
+  assert datasets.build(cfg, 'train').image_ids == [3, 7]
 
 
 def test_detections(tmp_path):

@@ -259,6 +259,48 @@ def test_a_dataset_without_training_examples_says_so():
     pipeline.train_dataset(FakePeople(3), cfg, seed=0, batch_size=4)
 
 
+class Unlabelled(FakePeople):
+  """FakePeople whose people have no labelled joint; masks as `has_masks`."""
+
+  def __init__(self, num_images, has_masks=True):
+    super().__init__(num_images)
+    self.has_masks = has_masks
+
+  def annotation(self, index):
+    ann = super().annotation(index)
+    ann['keypoints'][..., 2] = 0
+    return ann
+
+
+@pytest.mark.parametrize('mode', pipeline.MODES)
+def test_training_data_without_a_label_the_task_needs_stops(mode):
+  cfg = input_config(mode=mode, min_keypoints=0)
+  labels = ('keypoints', 'person_masks', 'part_map')
+  next(iter(pipeline.train_dataset(FakePeople(3), cfg, seed=0,
+                                   batch_size=2, labels=labels)))
+  # Only the labels the task names are checked.
+  pipeline.train_dataset(Unlabelled(3), cfg, seed=0, batch_size=2,
+                         labels=('person_masks',))
+  with pytest.raises(errors.DataError, match=(
+      r'^fake: 0 people with keypoints; keypoint recipes need keypoints '
+      r'\(mask recipes can use its person masks\)$')):
+    pipeline.train_dataset(Unlabelled(3), cfg, seed=0, batch_size=2,
+                           labels=('keypoints',))
+  with pytest.raises(errors.DataError,
+                     match='people with keypoints; keypoint recipes need '
+                     'keypoints$'):
+    pipeline.train_dataset(Unlabelled(3, has_masks=False), cfg, seed=0,
+                           batch_size=2, labels=('keypoints',))
+  with pytest.raises(errors.DataError, match='^fake: 0 people with masks'):
+    pipeline.train_dataset(Unlabelled(3, has_masks=False), cfg, seed=0,
+                           batch_size=2, labels=('person_masks',))
+  no_parts = FakePeople(3)
+  no_parts.part_schema = None
+  with pytest.raises(errors.DataError, match='^fake: no part maps'):
+    pipeline.train_dataset(no_parts, cfg, seed=0, batch_size=2,
+                           labels=('part_map',))
+
+
 def test_process_shares_make_the_single_process_batches():
   ds = FakePeople(7)
   cfg = input_config()

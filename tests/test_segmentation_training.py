@@ -8,8 +8,10 @@ import sys
 
 import cv2
 import numpy as np
+from pycocotools import mask as mask_utils
 import pytest
 
+from hpe_jax import errors
 from hpe_jax.data import augment
 from hpe_jax.data import example
 from hpe_jax.data import synthetic
@@ -198,3 +200,99 @@ def test_unet_on_coco_person_masks(shared_data, tmp_path):
       'dataset.coco.train_images': '.', 'dataset.coco.eval_images': '.'})
   metrics = trainer.train_and_evaluate(config, str(tmp_path))
   assert np.isfinite(metrics['mask_dice']) and 0 <= metrics['mask_iou'] <= 1
+
+
+@pytest.fixture(scope='module')
+def coco_instances(tmp_path_factory):
+  """A COCO instances file over 12 synthetic 48x48 images, some without
+  people: person masks as polygons (every other person) or RLE, no
+  keypoints, categories without a keypoints field."""
+  root = tmp_path_factory.mktemp('instances')
+  synthetic.export(str(root), 12, seed=3, image_size=(48, 48), min_people=0,
+                   max_people=2)
+  data = json.loads((root / 'annotations.json').read_text())
+  for ann in data['annotations']:
+    del ann['keypoints'], ann['num_keypoints']
+    if ann['id'] % 2:
+      contours, _ = cv2.findContours(
+          mask_utils.decode(ann['segmentation']), cv2.RETR_EXTERNAL,
+          cv2.CHAIN_APPROX_SIMPLE)
+      ann['segmentation'] = [c.ravel().tolist() for c in contours
+                             if len(c) >= 3] or ann['segmentation']
+  data['categories'] = [dict(id=1, name='person', supercategory='person'),
+                        dict(id=3, name='car', supercategory='vehicle')]
+  (root / 'instances.json').write_text(json.dumps(data))
+  with_people = {a['image_id'] for a in data['annotations']}
+  assert 0 < len(with_people) < 12
+  return root, len(with_people)
+
+
+def coco_flags(root, annotations='instances.json'):
+  return [f'--config.dataset.root={root}',
+          f'--config.dataset.coco.train_annotations={annotations}',
+          f'--config.dataset.coco.eval_annotations={annotations}',
+          '--config.dataset.coco.train_images=images',
+          '--config.dataset.coco.eval_images=images']
+
+
+def test_unet_trains_evaluates_and_predicts_on_a_coco_instances_file(
+    coco_instances, tmp_path):
+  root, with_people = coco_instances
+  workdir = tmp_path / 'run'
+  run('hpe_jax.main', '--config=configs/unet.py:smoke,coco',
+      f'--workdir={workdir}', *coco_flags(root),
+      *(f'--config.{k}={v}' for k, v in TINY_UNET.items()),
+      '--config.input.num_threads=1')
+  final = metric_writer.read_metrics(str(workdir))[-1]
+  # All-background targets score 0 (1 if nothing is predicted either).
+  assert 0 < final['eval/mask_dice_pooled'] < 1, final
+
+  run('hpe_jax.evaluate', f'--workdir={workdir}',
+      '--config.dataset.coco.skip_empty_images=true')
+  saved = json.loads((workdir / 'eval' / 'step2.json').read_text())
+  assert saved['examples'] == with_people
+  assert 0 < saved['metrics']['mask_dice_pooled'] < 1
+
+  out = tmp_path / 'predicted'
+  run('hpe_jax.predict', f'--workdir={workdir}',
+      f'--input={root / "images"}', f'--output={out}')
+  labels = [cv2.imread(str(out / f'{p.stem}_labels.png'),
+                       cv2.IMREAD_UNCHANGED)
+            for p in sorted((root / 'images').iterdir())]
+  assert len(labels) == 12 and all(l.shape == (48, 48) for l in labels)
+  labels = np.stack(labels)
+  assert set(np.unique(labels)) <= {0, 1} and labels.any()
+
+
+def test_keypoint_recipe_on_a_coco_instances_file_stops_with_one_line(
+    coco_instances, tmp_path):
+  root, _ = coco_instances
+  proc = subprocess.run(
+      [sys.executable, '-m', 'hpe_jax.main',
+       '--config=configs/hourglass.py:smoke,coco', f'--workdir={tmp_path}',
+       *coco_flags(root), '--config.model.num_stacks=1'], cwd=ROOT,
+      capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1, proc.stderr
+  assert proc.stderr.splitlines()[-1] == (
+      f'hpe_jax.main: {root / "instances.json"}: 0 people with keypoints; '
+      'keypoint recipes need keypoints (mask recipes can use its person '
+      'masks)'), proc.stderr
+  assert 'Traceback' not in proc.stderr
+
+
+def test_unet_on_a_coco_file_without_people_stops(coco_instances,
+                                                  tmp_path):
+  root, _ = coco_instances
+  data = json.loads((root / 'instances.json').read_text())
+  for ann in data['annotations']:
+    ann['category_id'] = 3
+  (tmp_path / 'cars.json').write_text(json.dumps(data))
+  config = recipe('unet', 'smoke,coco', **TINY_UNET, **{
+      'dataset.root': str(root),
+      'dataset.coco.train_annotations': str(tmp_path / 'cars.json'),
+      'dataset.coco.eval_annotations': str(tmp_path / 'cars.json'),
+      'dataset.coco.train_images': 'images',
+      'dataset.coco.eval_images': 'images'})
+  with pytest.raises(errors.DataError, match=(
+      r'cars.json: 0 people with masks; mask recipes need person masks$')):
+    trainer.train_and_evaluate(config, str(tmp_path / 'run'))

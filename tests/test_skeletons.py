@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from pycocotools import cocoeval
 
+from hpe_jax import errors
 from hpe_jax.data import datasets
 from hpe_jax.data import skeleton_conversion
 from hpe_jax.data import skeletons
@@ -133,3 +134,104 @@ def test_converted_dataset_has_the_target_skeleton():
   np.testing.assert_array_equal(ex['person_masks'], plain[1]['person_masks'])
   config.skeleton = 'coco17'  # the dataset's own: no wrapper
   assert datasets.build(config, 'eval').skeleton is skeletons.COCO17
+
+
+# Schema files.
+
+def _write(path, **fields):
+  path.write_text(json.dumps(fields))
+  return str(path)
+
+
+FIVE_JOINTS = dict(
+    kind='skeleton', joints=['head', 'lhand', 'rhand', 'lfoot', 'rfoot'],
+    limbs=[['head', 'lhand'], ['head', 'rhand'], ['lfoot', 'rfoot']],
+    mirror_pairs=[['lhand', 'rhand'], ['lfoot', 'rfoot']],
+    torso=['head', 'lfoot'], head=['head', 'lhand'],
+    lower_body=['lfoot', 'rfoot'])
+
+
+def test_custom_skeleton_file_declares_flips_sides_and_normalisers(tmp_path):
+  s = skeletons.get_skeleton(_write(tmp_path / 'five.json', **FIVE_JOINTS))
+  assert s.name == 'five' and s.num_joints == 5
+  np.testing.assert_array_equal(s.flip_permutation, [0, 2, 1, 4, 3])
+  np.testing.assert_array_equal(s.side, [0, -1, 1, -1, 1])
+  np.testing.assert_array_equal(s.lower_body, [0, 0, 0, 1, 1])
+  assert s.torso_indices == (0, 3) and s.head_indices == (0, 1)
+  assert s.oks_sigmas is None
+
+
+@pytest.mark.parametrize('name', sorted(skeletons.SKELETONS))
+def test_builtin_skeleton_files_round_trip(name, tmp_path):
+  s = skeletons.SKELETONS[name]
+  copy = skeletons.get_skeleton(_write(
+      tmp_path / 'copy.json', kind='skeleton', name=name,
+      joints=list(s.joint_names), limbs=[list(l) for l in s.limbs],
+      torso=list(s.torso), oks_sigmas=s.oks_sigmas and list(s.oks_sigmas)))
+  assert copy == s
+
+
+def test_part_schema_file_ignores_and_merges_labels(tmp_path):
+  schema = skeletons.get_part_schema(_write(
+      tmp_path / 'clothes.json', kind='parts',
+      labels=['bg', 'shirt', 'unlabelled', 'coat', 'left_shoe',
+              'right_shoe', 'hat'],
+      ignore=['unlabelled'], merge={'top': ['shirt', 'coat']},
+      colors={'bg': [0, 0, 0], 'top': [255, 0, 0], 'left_shoe': [0, 255, 0],
+              'right_shoe': [0, 0, 255], 'hat': [9, 9, 9]}))
+  assert schema.label_names == ('bg', 'top', 'left_shoe', 'right_shoe', 'hat')
+  assert schema.num_file_labels == 7
+  np.testing.assert_array_equal(schema.file_lut[:7], [0, 1, 255, 1, 2, 3, 4])
+  assert schema.file_lut[255] == 255
+  np.testing.assert_array_equal(schema.flip_lut[:5], [0, 1, 3, 2, 4])
+  assert schema.colors[1] == (255, 0, 0)
+
+
+def test_a_schema_without_sides_flips_to_itself(tmp_path):
+  schema = skeletons.get_part_schema(_write(
+      tmp_path / 'plain.json', kind='parts',
+      labels=[f'class_{i}' for i in range(59)]))
+  assert schema.num_labels == 59
+  np.testing.assert_array_equal(schema.flip_lut, np.arange(256))
+
+
+@pytest.mark.parametrize('fields, message', [
+    (dict(kind='skeleton'), "missing field(s) ['joints']"),
+    (dict(kind='skeleton', joints=['a'], limbs=[['a', 'b']]),
+     "unknown joint 'b'"),
+    (dict(kind='skeleton', joints=['left_a']), "'left_a' has no mirror"),
+    (dict(kind='skeleton', joints=['a'], colour=1), "unknown field(s)"),
+    (dict(kind='pose', joints=['a']), '"kind" must be'),
+    (dict(kind='parts', labels=['bg', 'x'], ignore=['y']),
+     "unknown labels ['y']"),
+    (dict(kind='parts', labels=['bg', 'x'], colors=[[0, 0, 0]]),
+     'one RGB colour'),
+])
+def test_malformed_schema_files_name_the_file_and_the_problem(
+    tmp_path, fields, message):
+  path = _write(tmp_path / 'bad.json', **fields)
+  with pytest.raises(errors.ConfigError) as e:
+    skeletons.load_schema(path)
+  assert str(e.value).startswith(path) and message in str(e.value)
+
+
+def test_schema_kind_must_match_where_it_is_used(tmp_path):
+  path = _write(tmp_path / 'five.json', **FIVE_JOINTS)
+  with pytest.raises(errors.ConfigError, match='is not a part schema'):
+    skeletons.get_part_schema(path)
+  with pytest.raises(errors.ConfigError, match='not valid JSON'):
+    (tmp_path / 'broken.json').write_text('{')
+    skeletons.get_skeleton(str(tmp_path / 'broken.json'))
+  with pytest.raises(errors.ConfigError, match='unknown skeleton'):
+    skeletons.get_skeleton('coco18')
+
+
+def test_torso_defaults_to_shoulder_and_hip_when_the_skeleton_has_them(
+    tmp_path):
+  body = skeletons.get_skeleton(_write(
+      tmp_path / 'body.json', kind='skeleton',
+      joints=['left_shoulder', 'right_shoulder', 'left_hip', 'right_hip']))
+  assert body.torso_indices == (0, 3)
+  hands = skeletons.get_skeleton(_write(
+      tmp_path / 'hands.json', kind='skeleton', joints=['a', 'b']))
+  assert hands.torso is None

@@ -105,6 +105,9 @@ def test_sweep_runs_skips_and_resumes_trials(tmp_path, monkeypatch):
   assert int(rows[1]['params']) > int(rows[0]['params']) > 0
   table = (root / 'results.md').read_text()
   assert table.count('\n') == 4 and 'pck@0.2_torso (best)' in table
+  # Per-joint figures are in the CSV, not in the table.
+  assert float(rows[0]['eval/pck@0.2_torso/nose']) >= 0
+  assert 'pck@0.2_torso/nose' not in table
   # A count is a plain column: the last value, no "best".
   assert [r['damaged_examples'] for r in rows] == ['0.0', '0.0']
   assert 'damaged_examples (best)' not in table

@@ -196,6 +196,7 @@ def test_config_saved_by_an_older_version_loads_as_before(tmp_path,
   fields = json.loads(tiny_config().to_json())
   del fields['task'], fields['dataset']['skeleton']
   del fields['dataset']['synthetic']['person_height']
+  del fields['dataset']['coco']['skip_empty_images']
   (tmp_path / run_config.CONFIG_FILE).write_text(json.dumps(fields))
   reloaded = run_config.load_config(str(tmp_path))
   assert reloaded.task == 'keypoints' and reloaded.dataset.skeleton == ''

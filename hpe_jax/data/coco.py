@@ -4,8 +4,11 @@
 with the person annotations of that image in annotation-id order: 17 COCO
 keypoints, ``bbox`` as x1, y1, x2, y2, crowd regions flagged in ``is_crowd``
 and person masks decoded by pycocotools from polygons, uncompressed or
-compressed RLE. The same reader loads the synthetic-people exporter's
-folders (``annotations.json`` with RLE masks, ``images/``, ``parts/``).
+compressed RLE. Instances files (person annotations without
+``keypoints``, such as ``instances_val2017.json``) read the same way, their
+people with boxes and masks and no labelled joint, for the mask tasks. The
+same reader loads the synthetic-people exporter's folders
+(``annotations.json`` with RLE masks, ``images/``, ``parts/``).
 
 The validated dataset is also handed to a `pycocotools.coco.COCO` object
 (`CocoKeypoints.coco`) so evaluation scores against exactly the annotations
@@ -173,8 +176,10 @@ def _check_person(ann: dict[str, Any], images: dict[int, Any],
   ann['iscrowd'] = ann.get('iscrowd', 0)
   if ann['iscrowd'] not in (0, 1):
     raise _MalformedEntry(f'iscrowd {ann["iscrowd"]!r} is not 0 or 1')
-  if ann['iscrowd'] and 'keypoints' not in ann:
-    # Crowd regions carry no joints, but COCOeval reads keypoints of all.
+  if 'keypoints' not in ann:
+    # Crowd regions and the people of instances files (e.g.
+    # instances_val2017.json) carry no joints: every joint is unlabelled,
+    # and the person keeps its box and mask. COCOeval reads keypoints of all.
     ann['keypoints'] = [0] * (3 * num_joints)
   keypoints = _numbers(ann.get('keypoints'), 'keypoints',
                        3 * num_joints).reshape(num_joints, 3)
@@ -198,9 +203,9 @@ class CocoKeypoints(example.ImageDataset):
   them (``'bbox': '[250, 112, 475, 751]'``, ``'segmentation': "{'counts':
   ...}"``, ids and keypoints as strings); those fields are parsed with
   `ast.literal_eval` before pycocotools sees them. Missing ``num_keypoints``
-  / ``area`` are derived from the keypoints / box, crowd regions without
-  keypoints get zeros and a file without ``categories`` gets COCO's person
-  category, all of which COCOeval needs.
+  / ``area`` are derived from the keypoints / box, annotations without
+  keypoints (crowd regions, instances files) get zeros and a file without
+  ``categories`` gets COCO's person category, all of which COCOeval needs.
 
   Malformed image entries and person annotations (wrong keypoint count,
   non-finite numbers, negative box size, broken segmentation, unknown image
@@ -218,20 +223,21 @@ class CocoKeypoints(example.ImageDataset):
 
   def __init__(self, annotation_file: str, image_dir: str,
                parts_dir: str | None = None, min_keypoints: int = 0,
-               skip_empty_images: bool = False, name: str = 'coco'):
+               skip_empty_images: bool = False, name: str = ''):
     """Builds the index.
 
     Args:
-      annotation_file: COCO keypoints JSON.
+      annotation_file: COCO keypoints or instances JSON.
       image_dir: folder of the images' ``file_name``s.
       parts_dir: optional folder of ``<image file stem>.png`` BODY_PARTS6
         part maps.
       min_keypoints: non-crowd people with fewer labelled keypoints are left
         out of the examples (they stay in `coco` for evaluation).
       skip_empty_images: leave out images without non-crowd people.
-      name: dataset name for logs.
+      name: dataset name for logs and messages; '' names it by
+        `annotation_file`, which says which file of a run is at fault.
     """
-    self.name = name
+    self.name = name or annotation_file
     self.annotation_file = annotation_file
     self._image_dir = image_dir
     self._parts_dir = parts_dir

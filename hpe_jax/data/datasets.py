@@ -15,6 +15,9 @@ that root, defaulting to the dataset's standard layout:
   and ``images/``.
 * ``pascal_part``: the PASCAL-Part ``.mat`` layout.
 * ``cihp``: ``images/``, ``labels/`` and ``list/{train,val}_id.txt``.
+* ``folder``: your own data, a folder of images with any of label maps,
+  instance masks, box files and a keypoints JSON, with a skeleton and part
+  schema named or read from schema files (`hpe_jax.data.folder`).
 
 ``config.dataset.skeleton`` (e.g. ``lsp14``) converts the keypoints of any
 dataset to another skeleton (`skeleton_conversion.ConvertedSkeleton`).
@@ -29,6 +32,7 @@ import ml_collections
 from hpe_jax.data import coco
 from hpe_jax.data import concat
 from hpe_jax.data import example as example_lib
+from hpe_jax.data import folder
 from hpe_jax.data import lsp
 from hpe_jax.data import mpii
 from hpe_jax.data import part_masks
@@ -42,7 +46,8 @@ SPLITS = ('train', 'eval')
 # predict command needs the skeleton where the training data is absent).
 SKELETONS = {'synthetic': skeletons.COCO17, 'coco': skeletons.COCO17,
              'lsp': skeletons.LSP14, 'mpii': skeletons.MPII16,
-             'pascal_part': None, 'cihp': None}
+             'pascal_part': None, 'cihp': None,
+             'folder': None}  # from config.dataset.folder.skeleton
 
 
 def skeleton(cfg: ml_collections.ConfigDict) -> skeletons.Skeleton | None:
@@ -52,18 +57,24 @@ def skeleton(cfg: ml_collections.ConfigDict) -> skeletons.Skeleton | None:
                      f'{sorted(SKELETONS)}')
   if cfg.skeleton:
     return skeletons.get_skeleton(cfg.skeleton)
+  if cfg.name == 'folder' and cfg.folder.skeleton:
+    return skeletons.get_skeleton(cfg.folder.skeleton)
   return SKELETONS[cfg.name]
 
 
 PART_SCHEMAS = {'synthetic': skeletons.BODY_PARTS6, 'coco': None,
                 'lsp': None, 'mpii': None,
                 'pascal_part': skeletons.BODY_PARTS6,
-                'cihp': skeletons.CIHP20}
+                'cihp': skeletons.CIHP20,
+                'folder': None}  # from config.dataset.folder.part_schema
 
 
 def part_schema(cfg: ml_collections.ConfigDict) -> skeletons.PartSchema | None:
   """The body-part labels of ``config.dataset`` (None: no part maps)."""
   skeleton(cfg)  # checks the name
+  if cfg.name == 'folder' and cfg.folder.part_maps and (
+      cfg.folder.part_schema):
+    return skeletons.get_part_schema(cfg.folder.part_schema)
   return PART_SCHEMAS[cfg.name]
 
 
@@ -85,6 +96,9 @@ def default_config() -> ml_collections.ConfigDict:
           eval_images='val2017',
           parts_dir='',  # optional part-map PNGs, relative to root
           min_keypoints=0,  # the reader drops people with fewer
+          # True leaves out images without people, which full-image
+          # segmentation otherwise learns background from.
+          skip_empty_images=False,
       ),
       lsp=dict(use_lspet=True),
       mpii=dict(
@@ -94,6 +108,19 @@ def default_config() -> ml_collections.ConfigDict:
           headboxes='',  # official head boxes (.mat) for the eval split
       ),
       cihp=dict(train_list='list/train_id.txt', eval_list='list/val_id.txt'),
+      # Patterns relative to root: a folder of <stem>.png (.txt for boxes),
+      # or a file pattern with {stem}; '' = not in this dataset.
+      folder=dict(
+          images='images',
+          part_maps='',  # label PNGs in part_schema's labels
+          part_schema='',  # built-in name (parts6, cihp20) or .json file
+          instances='',  # PNGs with k on the k-th person's pixels
+          boxes='',  # text files, one 'x1 y1 x2 y2' line per person
+          keypoints='',  # one JSON file: stem -> people
+          skeleton='',  # built-in name (coco17, ...) or .json file
+          train_list='', eval_list='',  # files of stems, else by hash:
+          eval_fraction=0.1,  # this share of the stems is evaluation
+      ),
   ))
 
 
@@ -136,7 +163,8 @@ def _build_reader(cfg: ml_collections.ConfigDict,
         _path(root, c.train_annotations if train else c.eval_annotations),
         _path(root, c.train_images if train else c.eval_images),
         parts_dir=_path(root, c.parts_dir) or None,
-        min_keypoints=c.min_keypoints)
+        min_keypoints=c.min_keypoints,
+        skip_empty_images=c.skip_empty_images)
 
   if name == 'lsp':
     main = lsp.LeedsSportsPose(os.path.join(root, 'lsp'),
@@ -163,8 +191,18 @@ def _build_reader(cfg: ml_collections.ConfigDict,
         os.path.join(root, 'images'), os.path.join(root, 'labels'),
         skeletons.CIHP20,
         list_file=_path(root, cfg.cihp.train_list if train else
-                        cfg.cihp.eval_list),
+                        cfg.cihp.eval_list) or None,
         name='cihp')
 
-  raise ValueError(f'Unknown dataset {name!r}; known: synthetic, coco, lsp, '
-                   'mpii, pascal_part, cihp')
+  if name == 'folder':
+    f = cfg.folder
+    own_skeleton = (skeletons.get_skeleton(f.skeleton) if f.skeleton
+                    else None)
+    return folder.FolderDataset(
+        root, split, images=f.images, part_maps=f.part_maps,
+        instances=f.instances, boxes=f.boxes, keypoints=f.keypoints,
+        part_schema=part_schema(cfg), skeleton=own_skeleton,
+        split_list=f.train_list if train else f.eval_list,
+        eval_fraction=f.eval_fraction)
+
+  raise ValueError(f'Unknown dataset {name!r}; known: {sorted(SKELETONS)}')

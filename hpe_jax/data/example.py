@@ -57,6 +57,10 @@ class DamagedSampleError(Exception):
     self.reason = reason
 
 
+class LabelsOutsideSchema(DamagedSampleError):
+  """A label map holds values its part schema does not declare."""
+
+
 def empty_people(num_joints: int) -> Example:
   """Annotation arrays for an image with no people."""
   return dict(keypoints=np.zeros((0, num_joints, 3), np.float32),

@@ -121,6 +121,19 @@ def image_size(path: str) -> tuple[int, int]:
     return 0, 0
 
 
+def read_stem_list(path: str) -> list[str]:
+  """Stems from a split list: a stem, or an image path (then the rest of
+  the line, e.g. its label path, is ignored), first on each line."""
+  if not os.path.isfile(path):
+    raise example.DatasetError(f'{path}: list file does not exist')
+  with open(path) as f:
+    stems = [os.path.splitext(os.path.basename(line.split()[0]))[0]
+             for line in f if line.strip()]
+  if not stems:
+    raise example.DatasetError(f'{path}: list file is empty')
+  return stems
+
+
 def load_mat(path: str, **kwargs) -> dict[str, Any]:
   """`scipy.io.loadmat`, raising DatasetError naming a missing or bad file."""
   if not os.path.isfile(path):

@@ -29,7 +29,7 @@ _IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png')
 
 def read_part_map(path: str, schema: skeletons.PartSchema,
                   shape: tuple[int, int]) -> np.ndarray:
-  """Reads a label PNG and checks its size and labels against `schema`.
+  """Reads a label PNG, checks it against `schema` and maps it to classes.
 
   Args:
     path: the label PNG.
@@ -37,7 +37,8 @@ def read_part_map(path: str, schema: skeletons.PartSchema,
     shape: (height, width) of the image it labels.
 
   Returns:
-    uint8 [H, W] label map.
+    uint8 [H, W] class map (`schema`'s ignored labels become
+    `skeletons.IGNORE_LABEL`, merged labels their class).
 
   Raises:
     example.DamagedSampleError: missing or undecodable file, wrong size, or
@@ -48,13 +49,40 @@ def read_part_map(path: str, schema: skeletons.PartSchema,
     raise example.DamagedSampleError(
         path, f'label map is {labels.shape[1]}x{labels.shape[0]} but the '
         f'image is {shape[1]}x{shape[0]}')
-  bad = (labels >= schema.num_labels) & (labels != skeletons.IGNORE_LABEL)
-  if bad.any():
+  bad = outside_schema(labels, schema)
+  if bad:
+    raise example.LabelsOutsideSchema(
+        path, f'labels {bad} are not in schema {schema.name} '
+        f'(0..{schema.num_file_labels - 1} or {skeletons.IGNORE_LABEL})')
+  return schema.file_lut[labels]
+
+
+def outside_schema(labels: np.ndarray,
+                   schema: skeletons.PartSchema) -> list[int]:
+  """The sorted values of a stored label map that `schema` does not know."""
+  bad = (labels >= schema.num_file_labels) & (labels != skeletons.IGNORE_LABEL)
+  return sorted(np.unique(labels[bad]).tolist())
+
+
+def read_instance_masks(path: str,
+                        shape: tuple[int, int] | None = None) -> np.ndarray:
+  """[P, H, W] uint8 person masks of an instance PNG.
+
+  The PNG holds k on the pixels of the k-th person (k = 1, 2, ...; 0 and 255
+  are not people).
+
+  Raises:
+    example.DamagedSampleError: missing or undecodable file, or a size other
+      than `shape` (height, width) when given.
+  """
+  ids = files.read_label_png(path)
+  if shape is not None and ids.shape != tuple(shape):
     raise example.DamagedSampleError(
-        path, f'labels {sorted(set(np.unique(labels[bad]).tolist()))} are '
-        f'not in schema {schema.name} (0..{schema.num_labels - 1} or '
-        f'{skeletons.IGNORE_LABEL})')
-  return labels
+        path, f'instance map is {ids.shape[1]}x{ids.shape[0]}, image is '
+        f'{shape[1]}x{shape[0]}')
+  valid = ids != skeletons.IGNORE_LABEL
+  people = np.arange(1, int(ids[valid].max(initial=0)) + 1, dtype=np.uint8)
+  return (ids[None] == people[:, None, None]).astype(np.uint8)
 
 
 def _people(num_people: int, boxes: np.ndarray) -> example.Example:
@@ -208,16 +236,6 @@ class PascalPart(example.ImageDataset):
             'person_masks': np.stack(masks).astype(np.uint8)}
 
 
-def _read_stems(list_file: str) -> list[str]:
-  """Stems from a list of stems or of ``image_path [label_path ...]`` lines."""
-  if not os.path.isfile(list_file):
-    raise example.DatasetError(f'{list_file}: list file does not exist')
-  with open(list_file) as f:
-    lines = [line.split() for line in f]
-  return [os.path.splitext(os.path.basename(line[0]))[0]
-          for line in lines if line]
-
-
 class PartMapFolder(example.ImageDataset):
   """Images with same-named label PNGs (and optionally instance PNGs).
 
@@ -248,7 +266,7 @@ class PartMapFolder(example.ImageDataset):
     self._label_dir = label_dir
     self._instance_dir = instance_dir
     if list_file is not None:
-      self._stems = _read_stems(list_file)
+      self._stems = files.read_stem_list(list_file)
     else:
       self._stems = sorted(f[:-len('.png')] for f in os.listdir(label_dir)
                            if f.endswith('.png'))
@@ -270,14 +288,8 @@ class PartMapFolder(example.ImageDataset):
   def _label_path(self, index: int) -> str:
     return os.path.join(self._label_dir, self._stems[index] + '.png')
 
-  def _instances(self, index: int) -> np.ndarray:
-    """[P, H, W] uint8 person masks from the instance PNG."""
-    path = os.path.join(self._instance_dir, self._stems[index] + '.png')
-    ids = files.read_label_png(path)
-    valid = ids != skeletons.IGNORE_LABEL
-    num_people = int(ids[valid].max(initial=0))
-    people = np.arange(1, num_people + 1, dtype=np.uint8)
-    return (ids[None] == people[:, None, None]).astype(np.uint8)
+  def _instance_path(self, index: int) -> str:
+    return os.path.join(self._instance_dir, self._stems[index] + '.png')
 
   def annotation(self, index: int) -> example.Example:
     if index not in self._sizes:
@@ -287,7 +299,7 @@ class PartMapFolder(example.ImageDataset):
     if self._instance_dir is None:
       ann = _people(0, np.zeros((0, 4), np.float32))
     else:
-      masks = self._instances(index)
+      masks = read_instance_masks(self._instance_path(index))
       ann = _people(len(masks), example.boxes_from_masks(masks))
     ann.update(image_id=index + 1, image_path=self._image_paths[index],
                height=int(height), width=int(width))
@@ -300,11 +312,6 @@ class PartMapFolder(example.ImageDataset):
               'part_map': read_part_map(self._label_path(index),
                                         self.part_schema, image.shape[:2])}
     if self._instance_dir is not None:
-      masks = self._instances(index)
-      if masks.shape[1:] != image.shape[:2]:
-        raise example.DamagedSampleError(
-            os.path.join(self._instance_dir, self._stems[index] + '.png'),
-            f'instance map is {masks.shape[2]}x{masks.shape[1]}, image is '
-            f'{image.shape[1]}x{image.shape[0]}')
-      pixels['person_masks'] = masks
+      pixels['person_masks'] = read_instance_masks(self._instance_path(index),
+                                                   image.shape[:2])
     return pixels

@@ -6,7 +6,9 @@ a per-example generator derived from (seed, position) and batched with a
 fixed size. Each host process loads only its share of every global batch,
 and neither the number of host processes nor of Grain worker processes
 changes the global batches. The iterator's position is a small dict
-(``iterator.get_state()``) that the training loop checkpoints.
+(``iterator.get_state()``) that the training loop checkpoints. Training data
+with none of a label the task trains on (keypoints, person masks, part
+maps) stops the run at start-up with one line (`check_labels`).
 
 Evaluation: every record once, in order, padded with ``valid=False``
 placeholders to whole batches on every process, so each example is counted
@@ -97,6 +99,72 @@ def records(dataset: example_lib.ImageDataset, cfg: ml_collections.ConfigDict,
     return top_down.detection_records(dataset, detections)
   return top_down.person_records(dataset,
                                  cfg.min_keypoints if train else 1)
+
+
+# The labels a task can train on (`base.Task.training_labels`): what the
+# error says when a dataset has none, and which recipes need it.
+_LABELS = {
+    'keypoints': ('0 people with keypoints',
+                  'keypoint recipes need keypoints'),
+    'person_masks': ('0 people with masks',
+                     'mask recipes need person masks'),
+    'part_map': ('no part maps', 'part recipes need part-label images'),
+}
+
+
+def _has_label(dataset: example_lib.ImageDataset, label: str) -> bool:
+  """Whether some non-crowd person of `dataset` has `label` (a `_LABELS`
+  key); 'part_map' asks whether the dataset has part maps at all.
+
+  Stops at the first person found, so usual data costs one annotation.
+  Images whose annotation cannot be read are passed over (loading them
+  reports them).
+  """
+  if label == 'part_map':
+    return dataset.part_schema is not None
+  if label == 'keypoints' and dataset.skeleton is None:
+    return False
+  if label == 'person_masks' and not dataset.has_masks:
+    return False
+  for i in range(len(dataset)):
+    try:
+      ann = dataset.annotation(i)
+    except example_lib.DamagedSampleError:
+      continue
+    people = ~ann['is_crowd']
+    if label == 'keypoints':
+      people &= (ann['keypoints'][..., 2] > 0).any(-1)
+    if people.any():
+      return True
+  return False
+
+
+def check_labels(dataset: example_lib.ImageDataset,
+                 labels: tuple[str, ...]) -> None:
+  """Stops a run whose training data has none of a label its task needs.
+
+  Without it a segmentation run on a file without masks trains on
+  all-background targets and a keypoint run on one without keypoints on
+  nothing, both ending "successfully".
+
+  Args:
+    dataset: the training split.
+    labels: `_LABELS` keys the task trains on.
+
+  Raises:
+    errors.DataError: one line naming the dataset (a COCO reader's name is
+      its file) and the missing label.
+  """
+  for label in labels:
+    if label not in _LABELS:
+      raise ValueError(f'unknown training label {label!r}; known: '
+                       f'{sorted(_LABELS)}')
+    if not _has_label(dataset, label):
+      missing, need = _LABELS[label]
+      hint = (' (mask recipes can use its person masks)'
+              if label == 'keypoints' and _has_label(dataset, 'person_masks')
+              else '')
+      raise errors.DataError(f'{dataset.name}: {missing}; {need}{hint}')
 
 
 class _Padding:
@@ -210,12 +278,15 @@ class _ProcessShare(grain.MapDataset):
 def train_dataset(dataset: example_lib.ImageDataset,
                   cfg: ml_collections.ConfigDict, *, seed: int,
                   batch_size: int, shard_index: int = 0,
-                  shard_count: int = 1) -> grain.IterDataset:
+                  shard_count: int = 1,
+                  labels: tuple[str, ...] = ()) -> grain.IterDataset:
   """Infinite, shuffled, augmented batches of `batch_size` for one process.
 
   With `shard_count` processes, each loads `batch_size` examples of every
-  global batch of `batch_size * shard_count` (`_ProcessShare`).
+  global batch of `batch_size * shard_count` (`_ProcessShare`). `labels`
+  are those the task trains on (`check_labels`).
   """
+  check_labels(dataset, labels)
   recs = records(dataset, cfg, train=True)
   if not recs:
     raise errors.DataError(

@@ -5,9 +5,14 @@
 
 Each example is a row of panels: the input with its keypoints and skeleton
 (hollow circles: hidden joints), the heatmap targets rendered by the same
-jitted code the training step uses, the person mask, and the part map. Use it
-to check augmentation after changing the input config.
+jitted code the training step uses, the person mask, and the part map.
+Skeletons are coloured by side (left blue, right orange, centre green); a
+strip under the panels names the part labels present, with their colours.
+Use it to check augmentation after changing the input config. The output
+file's folder is made first.
 """
+
+import os
 
 from absl import flags
 import jax
@@ -40,8 +45,11 @@ def draw_batch(batch, dataset, cfg, sigma: float, num: int) -> np.ndarray:
   heat, _ = jax.jit(codec.encode, static_argnums=2)(
       kp[..., :2], kp[..., 2], tuple(out_size))
   heat = np.asarray(heat)
+  schema = dataset.part_schema
+  colors = None if schema is None else schema.colors
+  shown_parts = batch['part_map'][:num]
   panels = []
-  for i in range(min(num, len(batch['image']))):
+  for i in range(len(shown_parts)):
     image = batch['image'][i]
     people = kp[i].reshape(-1, kp.shape[-2], 3)
     shown = np.concatenate(
@@ -56,13 +64,19 @@ def draw_batch(batch, dataset, cfg, sigma: float, num: int) -> np.ndarray:
     heat_i = heat[i].max(0) if heat.ndim == 5 else heat[i]
     panels += [first, visualization.overlay_heatmaps(image, heat_i),
                visualization.overlay_labels(image, batch['mask'][i]),
-               visualization.overlay_labels(image, batch['part_map'][i])]
-  return visualization.grid(panels, columns=4)
+               visualization.overlay_labels(image, shown_parts[i],
+                                            colors=colors)]
+  preview = visualization.grid(panels, columns=4)
+  if schema is None:
+    return preview
+  return visualization.add_legend(preview, shown_parts, schema.label_names,
+                                  colors)
 
 
 def main(argv):
   del argv
   config = cli.config_value(_CONFIG)
+  cli.output_folder(os.path.dirname(_OUTPUT.value) or '.')
   dataset = datasets.build(config.dataset, _SPLIT.value)
   if _SPLIT.value == 'train':
     ds = pipeline.train_dataset(dataset, config.input, seed=config.seed,

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from absl import logging
 import ml_collections
 import numpy as np
 
@@ -46,10 +47,18 @@ class PersonRecord:
 
 def person_records(dataset: example_lib.ImageDataset,
                    min_keypoints: int = 1) -> list[PersonRecord]:
-  """One record per non-crowd person with enough labelled keypoints."""
+  """One record per non-crowd person with enough labelled keypoints.
+
+  An image whose annotation cannot be read is skipped and logged.
+  """
   records = []
+  damaged = []
   for i in range(len(dataset)):
-    ann = dataset.annotation(i)
+    try:
+      ann = dataset.annotation(i)
+    except example_lib.DamagedSampleError as e:
+      damaged.append(str(e))
+      continue
     labelled = (ann['keypoints'][..., 2] > 0).sum(-1)
     for p in range(len(ann['boxes'])):
       box = ann['boxes'][p]
@@ -58,6 +67,9 @@ def person_records(dataset: example_lib.ImageDataset,
       if box[2] <= box[0] or box[3] <= box[1]:
         continue
       records.append(PersonRecord(i, p, tuple(map(float, box))))
+  if damaged:
+    logging.warning('%s: skipped %d image(s) with damaged annotations, e.g. '
+                    '%s', dataset.name, len(damaged), '; '.join(damaged[:3]))
   return records
 
 

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 from absl import app
 from absl import flags
@@ -234,6 +235,8 @@ def evaluate(config: ml_collections.ConfigDict, max_examples: int = 0,
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  if flags.FLAGS.output:
+    cli.output_folder(os.path.dirname(flags.FLAGS.output) or '.')
   result = evaluate(flags.FLAGS.config, flags.FLAGS.max_examples)
   print(f'{result["dataset"]} eval split, {result["examples"]} examples, '
         f'{result["fallbacks"]} GrabCut fallbacks to the seed:')

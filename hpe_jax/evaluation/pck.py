@@ -121,8 +121,22 @@ def torso_size(gt_keypoints, skeleton: skeletons.Skeleton) -> np.ndarray:
   """
   if skeleton.torso_indices is None:
     raise ValueError(f'{skeleton.name} defines no torso joints')
+  return _joint_distance(gt_keypoints, skeleton.torso_indices)
+
+
+def head_size_from_joints(gt_keypoints,
+                          skeleton: skeletons.Skeleton) -> np.ndarray:
+  """[N] PCKh normaliser for data without head boxes: the distance between
+  the skeleton's ``head`` joints (the head segment that MPII's 0.6 x box
+  diagonal stands for), NaN if either is unlabelled."""
+  if skeleton.head_indices is None:
+    raise ValueError(f'{skeleton.name} defines no head joints')
+  return _joint_distance(gt_keypoints, skeleton.head_indices)
+
+
+def _joint_distance(gt_keypoints, joints: tuple[int, int]) -> np.ndarray:
   kp = np.asarray(gt_keypoints, np.float64)
-  a, b = skeleton.torso_indices
+  a, b = joints
   size = np.linalg.norm(kp[:, a, :2] - kp[:, b, :2], axis=-1)
   labelled = (kp[:, a, 2] > 0) & (kp[:, b, 2] > 0)
   return np.where(labelled, size, np.nan)

@@ -49,6 +49,7 @@ def upgrade(fields: dict) -> dict:
   dataset.setdefault('skeleton', '')
   dataset.get('synthetic', {}).setdefault('person_height', (0.25, 1.0))
   dataset.get('synthetic', {}).setdefault('cache_mb', 512.0)
+  dataset.get('coco', {}).setdefault('skip_empty_images', False)
   # The heatmap sigma (loss) and decoding method (eval) became one codec
   # section shared by targets and decoding.
   codec = fields.setdefault('codec', {'sigma': 2.0, 'decode': 'dark'})

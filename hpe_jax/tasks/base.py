@@ -5,7 +5,8 @@ A task says what a model is trained to do and how its outputs are read:
 * training (static under ``jax.jit``): `model_inputs` picks and normalises
   what the model takes from a batch, `init_inputs` gives `model.init` inputs
   of batch size 1, `loss` makes the targets on the device and returns the
-  total and its named parts (logged as ``train/loss/<part>``), and
+  total and its named parts (logged as ``train/loss/<part>``),
+  `training_labels` names the labels it needs from the data, and
   `rng_streams` names the random streams the model draws from in training
   besides ``dropout``;
 * evaluation: `make_evaluator` returns an `Evaluator` over a dataset;
@@ -127,6 +128,13 @@ class Task:
 
   def loss(self, outputs, batch):
     raise NotImplementedError
+
+  def training_labels(self, config) -> tuple[str, ...]:
+    """The example labels the loss trains on ('keypoints', 'person_masks',
+    'part_map'); training data with none of one stops the run at start-up
+    (`pipeline.check_labels`). A task that names none is not checked."""
+    del config
+    return ()
 
   def train_rngs(self, rng) -> dict:
     """The model's random streams of one step, from that step's key."""

@@ -38,6 +38,7 @@ from hpe_jax import visualization
 from hpe_jax.codecs import heatmap
 from hpe_jax.data import coco
 from hpe_jax.data import example as example_lib
+from hpe_jax.data import skeletons
 from hpe_jax.evaluation import batched_prediction
 from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.evaluation import pck
@@ -67,6 +68,10 @@ class KeypointTask(base.Task):
     return losses.stacked_heatmap_loss(outputs['heatmaps'], target, weights,
                                        self.loss_cfg.stack_weights)
 
+  def training_labels(self, config):
+    del config
+    return ('keypoints',)
+
   def make_evaluator(self, config, dataset, model, mesh):
     return KeypointEvaluator(
         dataset, config.input, config.eval, self.codec, model=model,
@@ -88,9 +93,8 @@ class KeypointTask(base.Task):
       return image
     kp = np.array([p['keypoints'] for p in people]).reshape(
         len(people), skeleton.num_joints, 3)
-    return visualization.draw_skeleton(
-        image, kp, skeleton, threshold=threshold,
-        person_colors=visualization.person_colors(len(people)))
+    return visualization.draw_skeleton(image, kp, skeleton,
+                                       threshold=threshold, faint=True)
 
 
 TASK = KeypointTask
@@ -147,7 +151,8 @@ class KeypointEvaluator:
     names = []
     if self.dataset.skeleton.torso is not None and self.boxes == 'gt':
       names.append(pck.metric_name(PCK_ALPHA, 'torso') + s)
-    if self.boxes == 'gt' and self._has_head_boxes():
+    if self.boxes == 'gt' and (self._has_head_boxes() or
+                               self.dataset.skeleton.head is not None):
       names.append(pck.metric_name(PCKH_ALPHA, 'head') + s)
     if hasattr(self.dataset, 'coco'):
       suffix = coco_keypoints.protocol_suffix_for(self.boxes, self.cfg.flip)
@@ -203,14 +208,22 @@ class KeypointEvaluator:
     labelled = gt[..., 2] > 0
     out = {}
     skeleton = self.dataset.skeleton
+    normalizers = {}
     if self.boxes == 'gt' and skeleton.torso is not None:
-      res = pck.pck_accuracy(pred['keypoints'], gt[..., :2], labelled,
-                             pck.torso_size(gt, skeleton), PCK_ALPHA)
-      out[pck.metric_name(PCK_ALPHA, 'torso') + s] = res.mean
+      normalizers['torso'] = (PCK_ALPHA, pck.torso_size(gt, skeleton))
     if self.boxes == 'gt' and np.isfinite(pred['head_box']).any():
-      res = pck.pck_accuracy(pred['keypoints'], gt[..., :2], labelled,
-                             pck.head_size(pred['head_box']), PCKH_ALPHA)
-      out[pck.metric_name(PCKH_ALPHA, 'head') + s] = res.mean
+      normalizers['head'] = (PCKH_ALPHA, pck.head_size(pred['head_box']))
+    elif self.boxes == 'gt' and skeleton.head is not None:
+      normalizers['head'] = (PCKH_ALPHA,
+                             pck.head_size_from_joints(gt, skeleton))
+    for name, (alpha, size) in normalizers.items():
+      # Per joint too, as '<metric><flip suffix>/<joint>'.
+      for key, value in pck.pck_metrics(
+          pred['keypoints'], gt[..., :2], labelled, size, alpha=alpha,
+          normalizer_name=name, joint_names=skeleton.joint_names).items():
+        if key != 'epe':
+          metric, _, joint = key.partition('/')
+          out[metric + s + ('/' + joint if joint else '')] = value
     if hasattr(self.dataset, 'coco'):
       out.update(coco_keypoints.evaluate_keypoints(
           self.dataset.coco, results,
@@ -224,27 +237,36 @@ class KeypointEvaluator:
     # mmpose's instance score: box score times the mean joint confidence.
     results = coco.keypoint_results(
         pred['image_id'], keypoints, pred['score'] * scores.mean(-1))
-    return self._nms(results) if self.boxes == 'detected' else results
-
-  def _nms(self, results):
-    """OKS-NMS per image, removing duplicate poses of overlapping boxes."""
-    sigmas = np.asarray(self.dataset.skeleton.oks_sigmas)
-    kept = []
-    by_image: dict[int, list] = {}
-    for r in results:
-      by_image.setdefault(r['image_id'], []).append(r)
-    for rs in by_image.values():
-      kp = np.array([r['keypoints'] for r in rs]).reshape(len(rs), -1, 3)
-      extent = kp[..., :2].max(1) - kp[..., :2].min(1)
-      keep = coco_keypoints.oks_nms(kp, np.array([r['score'] for r in rs]),
-                                    extent.prod(-1), sigmas, 0.9)
-      kept += [rs[i] for i in keep]
-    return kept
+    return (pose_nms(results, self.dataset.skeleton)
+            if self.boxes == 'detected' else results)
 
   def evaluate(self, variables) -> tuple[dict[str, float], list[np.ndarray]]:
     pred, previews = self.predict(variables)
     self.results = self.results_of(pred)
     return {**self.metrics(pred, self.results), **self.counts}, previews
+
+
+def pose_nms(results: list[dict], skeleton: skeletons.Skeleton) -> list[dict]:
+  """OKS-NMS per image, removing duplicate poses of overlapping boxes.
+
+  A skeleton without OKS sigmas (LSP, MPII, your own) uses COCO's mean
+  sigma for every joint: OKS needs some per-joint scale, and without one
+  every pose but the best of an image was dropped.
+  """
+  sigmas = np.asarray(skeleton.oks_sigmas or
+                      [np.mean(skeletons.COCO17.oks_sigmas)] *
+                      skeleton.num_joints)
+  kept = []
+  by_image: dict[int, list] = {}
+  for r in results:
+    by_image.setdefault(r['image_id'], []).append(r)
+  for rs in by_image.values():
+    kp = np.array([r['keypoints'] for r in rs]).reshape(len(rs), -1, 3)
+    extent = kp[..., :2].max(1) - kp[..., :2].min(1)
+    keep = coco_keypoints.oks_nms(kp, np.array([r['score'] for r in rs]),
+                                  extent.prod(-1), sigmas, 0.9)
+    kept += [rs[i] for i in keep]
+  return kept
 
 
 def whole_image_boxes(images: example_lib.ImageDataset):

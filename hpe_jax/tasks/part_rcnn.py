@@ -156,6 +156,12 @@ class PartRCNNTask(base.Task):
         outputs['keypoint_logits'], maps, kp_weights * roi_valid[..., None])
     return {'body': body_loss, 'parts': part_loss, 'keypoint': keypoints}
 
+  def training_labels(self, config):
+    # Boxes and whole-body masks; parts and keypoints train where the data
+    # has them.
+    del config
+    return ('person_masks',)
+
   def make_evaluator(self, config, dataset, model, mesh):
     return PartRCNNEvaluator(dataset, config.input, config.eval, model=model,
                              mesh=mesh,

@@ -82,6 +82,11 @@ class PoseMaskTask(base.Task):
     value = losses.masked_mean(per_pixel, known)
     return value, {f'mask_{self.loss_cfg.name}': value}
 
+  def training_labels(self, config):
+    # The keypoints are the model's input, the mask its target.
+    del config
+    return ('keypoints', 'person_masks')
+
   def make_evaluator(self, config, dataset, model, mesh):
     return PoseMaskEvaluator(
         dataset, config.input, config.eval, model=model, mesh=mesh,
@@ -100,9 +105,7 @@ class PoseMaskTask(base.Task):
         image, result['label_images']['labels'])
     kp = result['keypoints']
     if len(kp):
-      drawn = visualization.draw_skeleton(
-          drawn, kp, skeleton,
-          person_colors=visualization.person_colors(len(kp)))
+      drawn = visualization.draw_skeleton(drawn, kp, skeleton)
     return drawn
 
 

@@ -39,6 +39,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from hpe_jax import errors
 from hpe_jax import visualization
 from hpe_jax.codecs import heatmap
 from hpe_jax.data import datasets
@@ -122,6 +123,13 @@ class SegmentationTask(base.Task):
         total += cfg.joint_softmax_weight * ce
     return total, parts
 
+  def training_labels(self, config):
+    labels = ('person_masks' if self.loss_cfg.mask_target == 'mask'
+              else 'part_map',)
+    if config.model.get('joint_head', 'none') != 'none':
+      labels += ('keypoints',)
+    return labels
+
   def make_evaluator(self, config, dataset, model, mesh):
     return SegmentationEvaluator(
         dataset, config.input, config.eval, self.codec, model=model,
@@ -137,11 +145,16 @@ class SegmentationTask(base.Task):
 
   def draw(self, image, result, skeleton, threshold):
     del threshold
-    drawn = visualization.overlay_labels(image, result['label_images'][
-        'labels'])
+    labels = result['label_images']['labels']
+    parts = result['part_schema']
+    drawn = visualization.overlay_labels(
+        image, labels, colors=None if parts is None else parts.colors)
     for xy in list(result.get('joints', {}).values())[:1]:
       kp = np.concatenate([xy, np.full((len(xy), 1), 2.0)], -1)
       drawn = visualization.draw_skeleton(drawn, kp, skeleton)
+    if parts is not None:
+      drawn = visualization.add_legend(drawn, labels, parts.label_names,
+                                       parts.colors)
     return drawn
 
   def save_prediction(self, out_dir, stem, image, result, skeleton,
@@ -235,17 +248,20 @@ class SegmentationEvaluator:
     self.target = target
     self.codec = codec
     self.results = None
+    self.colors = None  # of the preview overlays: the schema's, if any
     if target == 'part_map':
       if dataset.part_schema is None:
         raise ValueError(f'{dataset.name} has no part maps to evaluate')
       self.class_names = dataset.part_schema.label_names
+      self.colors = dataset.part_schema.colors
     else:
       self.class_names = ('background', 'person')
     self.num_classes = len(self.class_names)
     if model.num_classes != self.num_classes:
-      raise ValueError(f'the model predicts {model.num_classes} classes, '
-                       f'the {target} labels of {dataset.name} have '
-                       f'{self.num_classes}')
+      raise errors.ConfigError(
+          f'the model predicts {model.num_classes} classes, the {target} '
+          f'labels of {dataset.name} have {self.num_classes}: set '
+          f'--config.model.num_classes={self.num_classes}')
     self.heads = [h for h in JOINT_OUTPUTS
                   if getattr(model, 'joint_head', 'none') in (h, 'both')]
     self.batches, self.count = batched_prediction.eval_batches(
@@ -296,7 +312,8 @@ class SegmentationEvaluator:
     n = min(self.cfg.num_preview_images, int(host['valid'].sum()))
     out = []
     for i in range(n):
-      image = visualization.overlay_labels(images[i], host['labels'][i])
+      image = visualization.overlay_labels(images[i], host['labels'][i],
+                                           colors=self.colors)
       for h in self.heads[:1]:
         xy = self.codec.grid_to_input(host[f'{h}_grid_xy'][i])
         kp = np.concatenate([xy, np.full((len(xy), 1), 2.0)], -1)
@@ -309,7 +326,7 @@ class SegmentationPredictor:
   """Masks or part maps, and the joints of the joint heads, per image."""
 
   def __init__(self, config, model, mesh, skeleton, part_schema):
-    self.config, self.mesh = config, mesh
+    self.config, self.mesh, self.part_schema = config, mesh, part_schema
     self.predict_fn = make_predict_fn(model, skeleton, part_schema,
                                       config.eval.flip, mesh)
     self.heads = [h for h in JOINT_OUTPUTS
@@ -322,7 +339,8 @@ class SegmentationPredictor:
       labels = warp.labels_to_image(host['labels'][i], host['affine'][i],
                                     (ann['height'], ann['width']))
       return {'image_id': ann['image_id'], 'label_images': {'labels': labels},
-              'joints': {h: host[f'{h}_keypoints'][i] for h in self.heads}}
+              'joints': {h: host[f'{h}_keypoints'][i] for h in self.heads},
+              'part_schema': self.part_schema}
 
     return batched_prediction.predict_images(
         images, self.config.input, self.config.input.eval_batch_size,

@@ -213,17 +213,18 @@ def _train_and_evaluate(config, workdir):
   logging.info('Devices: %d (%s), processes: %d', jax.device_count(),
                jax.devices()[0].platform, jax.process_count())
 
-  # Input pipelines.
+  # Input pipelines, checked for the labels the task trains on.
+  task = tasks.make(config)
   train_data = datasets.build(config.dataset, 'train')
   eval_data = datasets.build(config.dataset, 'eval')
   skeleton = train_data.skeleton
   local_batch = sharding.per_process_batch_size(config.input.batch_size, mesh)
   train_iter = iter(pipeline.train_dataset(
       train_data, config.input, seed=config.seed, batch_size=local_batch,
-      shard_index=jax.process_index(), shard_count=jax.process_count()))
+      shard_index=jax.process_index(), shard_count=jax.process_count(),
+      labels=task.training_labels(config)))
 
   # Model, optimizer and state.
-  task = tasks.make(config)
   model = registry.build_for_run(config, skeleton)
   tx, lr_fn = optimizers.make_optimizer(config.optimizer, config.total_steps)
 
@@ -261,7 +262,9 @@ def _train_and_evaluate(config, workdir):
       writer.write_images(step, {'eval/predictions': np.stack(previews)})
     logging.info('Step %d eval (%d examples, %.1fs): %s', step,
                  evaluator.count, time.perf_counter() - t0,
-                 ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()))
+                 # Per-joint / per-class figures are in metrics.jsonl.
+                 ', '.join(f'{k}={v:.4f}' for k, v in metrics.items()
+                           if '/' not in k))
     return metrics
 
   # The loop.
