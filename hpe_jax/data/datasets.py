@@ -57,6 +57,12 @@ def skeleton(cfg: ml_collections.ConfigDict) -> skeletons.Skeleton | None:
                      f'{sorted(SKELETONS)}')
   if cfg.skeleton:
     return skeletons.get_skeleton(cfg.skeleton)
+  return _source_skeleton(cfg)
+
+
+def _source_skeleton(cfg: ml_collections.ConfigDict
+                     ) -> skeletons.Skeleton | None:
+  """The skeleton the dataset's files are in, before any conversion."""
   if cfg.name == 'folder' and cfg.folder.skeleton:
     return skeletons.get_skeleton(cfg.folder.skeleton)
   return SKELETONS[cfg.name]
@@ -196,12 +202,10 @@ def _build_reader(cfg: ml_collections.ConfigDict,
 
   if name == 'folder':
     f = cfg.folder
-    own_skeleton = (skeletons.get_skeleton(f.skeleton) if f.skeleton
-                    else None)
     return folder.FolderDataset(
         root, split, images=f.images, part_maps=f.part_maps,
         instances=f.instances, boxes=f.boxes, keypoints=f.keypoints,
-        part_schema=part_schema(cfg), skeleton=own_skeleton,
+        part_schema=part_schema(cfg), skeleton=_source_skeleton(cfg),
         split_list=f.train_list if train else f.eval_list,
         eval_fraction=f.eval_fraction)
 
