@@ -13,7 +13,9 @@ A task says what a model is trained to do and how its outputs are read:
 * prediction: `make_predictor` returns a `Predictor` that turns unlabelled
   images (plus boxes or poses where the task takes them) into results in
   image coordinates, `draw` paints a result over its image and
-  `save_prediction` writes its files.
+  `save_prediction` writes its files;
+* export: `serving_function` is the pure predict step that
+  `hpe_jax.export` serialises.
 
 Settings live in ``config.loss`` (the task's `default_loss_config`),
 ``config.eval`` (`default_eval_config`) and ``config.codec`` (the heatmap
@@ -159,6 +161,19 @@ class Task:
     given people) scoring below `min_score` and joints below
     `keypoint_threshold` are left out where the task has them."""
     raise NotImplementedError
+
+  def serving_function(self, config, model, skeleton, *,
+                       min_score: float = 0.3):
+    """What `hpe_jax.export` serialises: (predict, extra inputs).
+
+    ``predict(variables, batch)`` is the evaluation predict step (pure, not
+    jitted): it takes ``image`` (uint8 [B, h, w, 3], the model input) and
+    ``affine`` (float32 [B, 2, 3], image pixels -> output grid) plus the
+    extra inputs ({name: (shape without the batch, dtype)}) and returns a
+    dict of arrays (coordinates in image pixels, label maps on the output
+    grid). `min_score` is the detection threshold of tasks that detect.
+    """
+    raise NotImplementedError(f'{type(self).__name__} cannot be exported')
 
   def draw(self, image: np.ndarray, result: dict, skeleton,
            threshold: float) -> np.ndarray:

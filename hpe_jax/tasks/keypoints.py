@@ -87,6 +87,10 @@ class KeypointTask(base.Task):
     del min_score, keypoint_threshold
     return KeypointPredictor(config, self.codec, model, mesh, skeleton)
 
+  def serving_function(self, config, model, skeleton, *, min_score=0.3):
+    del min_score
+    return predict_function(model, skeleton, self.codec, config.eval.flip), {}
+
   def draw(self, image, result, skeleton, threshold):
     people = result['people']
     if not people:
@@ -114,13 +118,18 @@ def predict_keypoints(variables, batch, *, model, codec, flip_permutation,
   return dict(keypoints=image_xy, scores=scores, heatmap_xy=coords)
 
 
+def predict_function(model, skeleton, codec, flip: bool):
+  """`predict_keypoints` of one model: (variables, batch) -> dict."""
+  return functools.partial(
+      predict_keypoints, model=model, codec=codec,
+      flip_permutation=skeleton.flip_permutation, flip=flip,
+      dtype=model.dtype)
+
+
 def make_predict_fn(model, skeleton, codec, flip: bool, mesh):
-  """`predict_keypoints` jitted over the mesh: (variables, batch) -> dict."""
+  """`predict_function` jitted over the mesh."""
   return batched_prediction.jit_predict(
-      functools.partial(
-          predict_keypoints, model=model, codec=codec,
-          flip_permutation=skeleton.flip_permutation, flip=flip,
-          dtype=model.dtype), mesh)
+      predict_function(model, skeleton, codec, flip), mesh)
 
 
 class KeypointEvaluator:

@@ -172,6 +172,10 @@ class PartRCNNTask(base.Task):
     del skeleton, keypoint_threshold
     return PartRCNNPredictor(config, model, mesh, min_score)
 
+  def serving_function(self, config, model, skeleton, *, min_score=0.3):
+    del config, skeleton
+    return predict_function(model, min_score), {}
+
   def draw(self, image, result, skeleton, threshold):
     labels = result['label_images']
     return visualization.draw_people(
@@ -240,14 +244,18 @@ def predict_people(variables, batch, *, model, min_score: float):
               instances=instances, parts=parts)
 
 
-def make_predict_fn(model, min_score: float, mesh):
-  """`predict_people` jitted over the mesh."""
+def predict_function(model, min_score: float):
+  """`predict_people` of one model: (variables, batch) -> dict."""
   if model.max_detections > 254:
     raise ValueError('instance maps are uint8: max_detections must be at '
                      f'most 254, got {model.max_detections}')
-  return batched_prediction.jit_predict(
-      functools.partial(predict_people, model=model, min_score=min_score),
-      mesh)
+  return functools.partial(predict_people, model=model, min_score=min_score)
+
+
+def make_predict_fn(model, min_score: float, mesh):
+  """`predict_function` jitted over the mesh."""
+  return batched_prediction.jit_predict(predict_function(model, min_score),
+                                        mesh)
 
 
 def image_people(host, i: int, min_score: float) -> dict:

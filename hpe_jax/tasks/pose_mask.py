@@ -99,6 +99,12 @@ class PoseMaskTask(base.Task):
     return PoseMaskPredictor(config, model, mesh, skeleton,
                              keypoint_threshold)
 
+  def serving_function(self, config, model, skeleton, *, min_score=0.3):
+    del min_score
+    # Each person's joints, in the output grid of its crop (as in training).
+    return predict_function(model), {
+        'keypoints': ((skeleton.num_joints, 3), np.float32)}
+
   def draw(self, image, result, skeleton, threshold):
     del threshold
     drawn = visualization.overlay_labels(
@@ -120,10 +126,14 @@ def predict_mask(variables, batch, *, model, dtype):
           'prior_labels': (out['prior'] > 0.5).astype(jnp.uint8)}
 
 
+def predict_function(model):
+  """`predict_mask` of one model: (variables, batch) -> dict."""
+  return functools.partial(predict_mask, model=model, dtype=model.dtype)
+
+
 def make_predict_fn(model, mesh):
-  """`predict_mask` jitted over the mesh: (variables, batch) -> dict."""
-  return batched_prediction.jit_predict(
-      functools.partial(predict_mask, model=model, dtype=model.dtype), mesh)
+  """`predict_function` jitted over the mesh."""
+  return batched_prediction.jit_predict(predict_function(model), mesh)
 
 
 class PoseMaskEvaluator:

@@ -136,12 +136,20 @@ class SegmentationTask(base.Task):
         mesh=mesh, batch_size=config.input.eval_batch_size,
         target=self.loss_cfg.mask_target)
 
+  def _part_schema(self, config):
+    return (datasets.part_schema(config.dataset)
+            if self.loss_cfg.mask_target == 'part_map' else None)
+
   def make_predictor(self, config, model, mesh, skeleton, *,
                      min_score=0.3, keypoint_threshold=0.2):
     del min_score, keypoint_threshold
-    parts = (datasets.part_schema(config.dataset)
-             if self.loss_cfg.mask_target == 'part_map' else None)
-    return SegmentationPredictor(config, model, mesh, skeleton, parts)
+    return SegmentationPredictor(config, model, mesh, skeleton,
+                                 self._part_schema(config))
+
+  def serving_function(self, config, model, skeleton, *, min_score=0.3):
+    del min_score
+    return predict_function(model, skeleton, self._part_schema(config),
+                            config.eval.flip), {}
 
   def draw(self, image, result, skeleton, threshold):
     del threshold
@@ -210,8 +218,8 @@ def predict_segmentation(variables, batch, *, model, flip: bool,
   return result
 
 
-def make_predict_fn(model, skeleton, part_schema, flip: bool, mesh):
-  """`predict_segmentation` jitted over the mesh.
+def predict_function(model, skeleton, part_schema, flip: bool):
+  """`predict_segmentation` of one model: (variables, batch) -> dict.
 
   `part_schema` is the schema of part-map models (None for person masks)
   and `skeleton` that of the joint heads (None without them); the flip
@@ -222,10 +230,15 @@ def make_predict_fn(model, skeleton, part_schema, flip: bool, mesh):
     lut = part_schema.flip_lut[:model.num_classes].astype(np.int32)
   perm = (skeleton.flip_permutation if skeleton is not None
           else np.zeros(0, np.int32))
+  return functools.partial(predict_segmentation, model=model, flip=flip,
+                           class_flip_lut=lut, joint_flip_permutation=perm,
+                           dtype=model.dtype)
+
+
+def make_predict_fn(model, skeleton, part_schema, flip: bool, mesh):
+  """`predict_function` jitted over the mesh."""
   return batched_prediction.jit_predict(
-      functools.partial(predict_segmentation, model=model, flip=flip,
-                        class_flip_lut=lut, joint_flip_permutation=perm,
-                        dtype=model.dtype), mesh)
+      predict_function(model, skeleton, part_schema, flip), mesh)
 
 
 class SegmentationEvaluator:
