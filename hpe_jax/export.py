@@ -25,14 +25,12 @@ folder PATH gets:
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import sys
 
 from absl import flags
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from hpe_jax import cli
 from hpe_jax import errors
@@ -40,6 +38,7 @@ from hpe_jax import tasks
 from hpe_jax import visualization
 from hpe_jax.data import datasets
 from hpe_jax.data import pipeline
+from hpe_jax.models import registry
 from hpe_jax.serving import exported as exported_lib
 from hpe_jax.tasks import pose_mask
 
@@ -63,12 +62,15 @@ def _specs(tree):
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
 
 
-def metadata(config, skeleton, part_schema, step, min_score: float) -> dict:
+def metadata(config, task, skeleton, part_schema, step,
+             min_score: float) -> dict:
   """What a loader needs besides the function: geometry and schemas."""
   geometry = pipeline.geometry(config.input)
   return {
       'format': exported_lib.FORMAT,
       'task': config.task,
+      'rows': task.serving_rows,
+      'results': task.serving_results,
       'model': config.model.name,
       'dtype': config.model.dtype,
       'checkpoint_step': step,
@@ -89,14 +91,23 @@ def metadata(config, skeleton, part_schema, step, min_score: float) -> dict:
   }
 
 
+def untrained(config):
+  """(model, variables) of a config, freshly initialised: for exports whose
+  weights do not matter (benchmarks, tests)."""
+  model = registry.build_for_run(config, datasets.skeleton(config.dataset))
+  inputs = tasks.make(config).init_inputs(
+      tuple(config.input.image_size), model.num_joints, model.dtype)
+  return model, model.init(jax.random.key(config.seed), **inputs,
+                           train=False)
+
+
 def export_predictor(config, model, variables, step, output: str, *,
                      platforms=('cpu', 'cuda'), min_score: float = 0.3
                      ) -> dict:
   """Writes the export of a loaded run to `output`; returns its metadata."""
   task = tasks.make(config)
   skeleton = datasets.skeleton(config.dataset)
-  part_schema = (datasets.part_schema(config.dataset)
-                 if config.task in ('segmentation', 'part_rcnn') else None)
+  part_schema = task.part_schema(config)
   predict, extra = task.serving_function(config, model, skeleton,
                                          min_score=min_score)
   h, w = pipeline.geometry(config.input).input_size
@@ -110,7 +121,7 @@ def export_predictor(config, model, variables, step, output: str, *,
   exported = jax.export.export(jax.jit(predict), platforms=tuple(platforms))(
       _specs(variables), batch)
   leaves = jax.tree.leaves(variables)
-  meta = metadata(config, skeleton, part_schema, step, min_score)
+  meta = metadata(config, task, skeleton, part_schema, step, min_score)
   meta.update(
       platforms=list(exported.platforms),
       inputs={k: {'shape': ['b', *v.shape[1:]], 'dtype': str(v.dtype)}

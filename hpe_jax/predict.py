@@ -1,6 +1,7 @@
-"""Runs a trained run's model on images and draws what it predicts.
+"""Runs a trained run's model on images or a video and draws what it
+predicts.
 
-  python -m hpe_jax.predict --workdir=DIR --input=IMAGE_OR_FOLDER \
+  python -m hpe_jax.predict --workdir=DIR --input=IMAGE_OR_FOLDER_OR_VIDEO \
       --output=OUT [--checkpoint=latest] [--config.eval.flip=true] \
       [--boxes=COCO_DETECTIONS.json] [--poses=COCO_KEYPOINT_RESULTS.json]
 
@@ -36,8 +37,26 @@ loads: a missing or empty input, boxes or poses file, or an output folder
 that cannot be made stops at once with one line. An image that cannot be
 decoded is skipped: every other image is written, the damaged ones are
 listed at the end and the exit status is 1.
+
+Video: an input ending in one of `video.VIDEO_EXTENSIONS` (.mp4 .avi .mov
+.mkv .webm) is read with OpenCV in chunks of about 64 frames (whole batches of
+``input.eval_batch_size``, so memory stays bounded and nothing
+recompiles), each frame predicted as an image without ``--boxes`` (the
+whole frame is one person for keypoint models). It writes
+``OUT/<stem>.mp4`` (every frame drawn, at the video's frame rate and size;
+a part legend is left out, as it would change the size) and
+``OUT/<stem>.json``, one record per frame: ``{"frame": i, "time_s": t}``
+plus ``people`` (COCO results, ``image_id`` the frame number) for tasks
+with people and ``joints`` for joint heads. ``--boxes`` and ``--poses`` are
+for image folders, so pose_mask runs cannot take a video. A video that
+cannot be opened or has no frame stops with one line; a frame that cannot
+be decoded ends the video there: what came before is written, the frame is
+named and the exit status is 1. Frames are decoded in this process, so
+``input.num_workers`` is not used.
 """
 
+import json
+import math
 import os
 import sys
 
@@ -45,14 +64,17 @@ from absl import flags
 import numpy as np
 
 from hpe_jax import cli
+from hpe_jax import errors
 from hpe_jax import tasks
 from hpe_jax.data import coco
 from hpe_jax.data import datasets
 from hpe_jax.data import example
 from hpe_jax.data import files
 from hpe_jax.data import image_folder
+from hpe_jax.data import video
 
-_INPUT = flags.DEFINE_string('input', None, 'An image or a folder of them.')
+_INPUT = flags.DEFINE_string(
+    'input', None, 'An image, a folder of them or a video file.')
 _OUTPUT = flags.DEFINE_string('output', None, 'Folder for the outputs.')
 _BOXES = flags.DEFINE_string(
     'boxes', None, 'COCO detection results file with person boxes (tasks '
@@ -66,6 +88,9 @@ _THRESHOLD = flags.DEFINE_float(
     'keypoint_threshold', 0.2, 'Joints scoring at or below this (the '
     'heatmap peak) are drawn faintly (for pose_mask: not given to the model '
     'nor drawn).')
+
+# Frames predicted together: bounds the decoded frames held in memory.
+VIDEO_CHUNK_FRAMES = 64
 
 
 def people_summary(records: list[dict], threshold: float) -> str:
@@ -84,11 +109,71 @@ def people_summary(records: list[dict], threshold: float) -> str:
           'it')
 
 
+def predict_video(config, skeleton) -> int:
+  """`main` for a video input (module docstring)."""
+  for flag in (_BOXES, _POSES):
+    if flag.value:
+      raise errors.ReportableError(
+          f'--{flag.name} is for image folders, not a video ({_INPUT.value})')
+  # A task whose rows are crops around given poses has nothing to run on
+  # without --poses.
+  if tasks.get(config.task).serving_rows == 'poses':
+    raise errors.ReportableError(
+        f'a {config.task} run needs the people\'s poses (--poses), which '
+        f'only image folders take: it cannot run on a video ({_INPUT.value})')
+  reader = video.VideoReader(_INPUT.value)
+  cli.output_folder(_OUTPUT.value)
+  stem = os.path.splitext(os.path.basename(_INPUT.value))[0]
+  config, model, variables, step, mesh = cli.load_run()
+  # Worker processes would get a pickled copy of every chunk's frames.
+  config.input.num_workers = 0
+  task = tasks.make(config)
+  predictor = task.make_predictor(
+      config, model, mesh, skeleton, min_score=_MIN_BOX_SCORE.value,
+      keypoint_threshold=_THRESHOLD.value)
+  # Whole batches, so only the last chunk runs padding rows.
+  batch = config.input.eval_batch_size
+  chunk = batch * math.ceil(VIDEO_CHUNK_FRAMES / batch)
+  frames, people = [], []
+  out = os.path.join(_OUTPUT.value, f'{stem}.mp4')
+  with reader, video.VideoWriter(out, reader.fps) as writer:
+    for images in reader.chunks(chunk):
+      first = writer.frames
+      results = predictor.predict(
+          variables, video.FrameDataset(images, first, _INPUT.value,
+                                        skeleton))
+      for i, (image, result) in enumerate(zip(images, results)):
+        writer.write(task.draw(image, result, skeleton, _THRESHOLD.value)[
+            :reader.height, :reader.width])
+        record = {'frame': first + i,
+                  'time_s': round((first + i) / reader.fps, 4)}
+        if 'people' in result:
+          record['people'] = result['people']
+          people += result['people']
+        if result.get('joints'):
+          record['joints'] = {k: np.asarray(xy).tolist()
+                              for k, xy in result['joints'].items()}
+        frames.append(record)
+  with open(os.path.join(_OUTPUT.value, f'{stem}.json'), 'w') as f:
+    json.dump(frames, f)
+  summary = (f'{len(frames)} frames ({reader.fps:g} fps, '
+             f'{reader.width}x{reader.height})')
+  if 'people' in frames[0]:
+    summary += ', ' + people_summary(people, _THRESHOLD.value)
+  print(f'{summary} (checkpoint step {step}) -> {out}')
+  if reader.error:
+    print(reader.error)
+    return 1
+  return 0
+
+
 def main(argv):
   del argv
   # Inputs are checked before the model loads (which takes a while).
   config = flags.FLAGS.config
   skeleton = datasets.skeleton(config.dataset)
+  if video.is_video(_INPUT.value):
+    return predict_video(config, skeleton)
   images = image_folder.ImageFolder(_INPUT.value, skeleton,
                                     drop_damaged=True)
   boxes = poses = None

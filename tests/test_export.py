@@ -14,54 +14,16 @@ from hpe_jax import export
 from hpe_jax import serving
 from hpe_jax import tasks
 from hpe_jax.data import datasets
-from hpe_jax.data import pipeline
 from hpe_jax.data import synthetic
-from hpe_jax.models import registry
 from hpe_jax.serving import exported as exported_lib
-from hpe_jax.training import trainer
-from conftest import load_recipe
-from conftest import make_tiny_config
+from conftest import TINY_MODELS
+from conftest import tiny_model_config
 from conftest import ROOT
 
-TINY_SYNTHETIC = {'dataset.synthetic.num_train': 8,
-                  'dataset.synthetic.num_eval': 4,
-                  'input.num_threads': 1}
-RECIPES = {
-    'keypoints': ('hourglass', 'smoke', {
-        'model.num_stacks': 1, 'model.features': 8, 'model.depth': 1,
-        'input.image_size': (32, 32), 'eval.flip': True}),
-    'segmentation': ('unet_multitask', 'triple,smoke', {
-        'model.features': 4, 'model.levels': 2, 'input.image_size': (32, 32),
-        'eval.flip': True}),
-    'pose_mask': ('pose_mask', 'smoke', {
-        'model.features': 4, 'input.image_size': (32, 32)}),
-    'part_rcnn': ('part_rcnn', 'smoke', {
-        'model.features': 8, 'model.levels': 1, 'model.head_features': 8,
-        'model.head_convs': 1, 'input.image_size': (32, 32)}),
-}
-
-
-def tiny(task: str, dtype: str = 'float32'):
-  name, arg, overrides = RECIPES[task]
-  config = load_recipe(name, arg)
-  for key, value in {**TINY_SYNTHETIC, **overrides,
-                     'model.dtype': dtype}.items():
-    target = config
-    *path, last = key.split('.')
-    for p in path:
-      target = target[p]
-    target[last] = value
-  return config
-
-
 def init(config):
-  skeleton = datasets.skeleton(config.dataset)
-  model = registry.build_for_run(config, skeleton)
-  task = tasks.make(config)
-  inputs = task.init_inputs(tuple(config.input.image_size), model.num_joints,
-                            model.dtype)
-  variables = model.init(jax.random.key(0), **inputs, train=False)
-  return model, variables, task, skeleton
+  model, variables = export.untrained(config)
+  return (model, variables, tasks.make(config),
+          datasets.skeleton(config.dataset))
 
 
 def random_batch(loaded, size: int, seed: int) -> dict:
@@ -83,10 +45,10 @@ def random_batch(loaded, size: int, seed: int) -> dict:
 
 
 @pytest.mark.parametrize('dtype', ['float32', 'bfloat16'])
-@pytest.mark.parametrize('task_name', list(RECIPES))
+@pytest.mark.parametrize('task_name', list(TINY_MODELS))
 def test_exported_outputs_match_in_process_prediction(task_name, dtype,
                                                       tmp_path):
-  config = tiny(task_name, dtype)
+  config = tiny_model_config(task_name, dtype)
   model, variables, task, skeleton = init(config)
   meta = export.export_predictor(config, model, variables, 0, str(tmp_path),
                                  platforms=('cpu', 'cuda'))
@@ -109,7 +71,7 @@ def test_exported_outputs_match_in_process_prediction(task_name, dtype,
 
 
 def test_wrong_inputs_are_refused_with_a_clear_message(tmp_path):
-  config = tiny('keypoints')
+  config = tiny_model_config('keypoints')
   model, variables, _, _ = init(config)
   export.export_predictor(config, model, variables, 0, str(tmp_path),
                           platforms=('cpu',))
@@ -127,23 +89,22 @@ def test_wrong_inputs_are_refused_with_a_clear_message(tmp_path):
     loaded.predict(np.zeros((8, 8), np.uint8))
   with pytest.raises(serving.ExportError, match='not an export'):
     serving.load(str(tmp_path / 'nothing'))
-
-
-@pytest.fixture(scope='module')
-def trained(tmp_path_factory):
-  workdir = tmp_path_factory.mktemp('run')
-  trainer.train_and_evaluate(make_tiny_config(), str(workdir))
-  return workdir
+  meta = json.loads((tmp_path / 'metadata.json').read_text())
+  del meta['rows']  # as written by an earlier version
+  (tmp_path / 'metadata.json').write_text(json.dumps(meta))
+  with pytest.raises(serving.ExportError, match='without rows.*export the '
+                     'run again'):
+    serving.load(str(tmp_path))
 
 
 def test_export_command_and_loading_with_jax_and_numpy_only(
-    trained, tmp_path):
+    tiny_run, tmp_path):
   """The exported predictor finds the same poses as the predict command
   (whose crops come from the training pipeline), in a process that never
   imports flax or the model code."""
   out = tmp_path / 'export'
   proc = subprocess.run(
-      [sys.executable, '-m', 'hpe_jax.export', f'--workdir={trained}',
+      [sys.executable, '-m', 'hpe_jax.export', f'--workdir={tiny_run}',
        f'--output={out}', '--checkpoint=latest', '--platforms=cpu'],
       cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr
@@ -157,7 +118,7 @@ def test_export_command_and_loading_with_jax_and_numpy_only(
   (tmp_path / 'boxes.json').write_text(json.dumps(boxes))
   predicted = tmp_path / 'predicted'
   proc = subprocess.run(
-      [sys.executable, '-m', 'hpe_jax.predict', f'--workdir={trained}',
+      [sys.executable, '-m', 'hpe_jax.predict', f'--workdir={tiny_run}',
        f'--input={images / "images"}', f'--output={predicted}',
        f'--boxes={tmp_path / "boxes.json"}', '--min_box_score=0'],
       cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -198,3 +159,21 @@ print(json.dumps({{'found': found, 'loaded': loaded}}))
   # Same crops up to OpenCV's fixed-point interpolation; same peaks.
   np.testing.assert_allclose(got[..., :2], want[..., :2], atol=0.5)
   np.testing.assert_allclose(got[..., 2], want[..., 2], atol=0.02)
+
+
+def test_the_standalone_example_in_the_docs_runs(tiny_export, tmp_path):
+  """docs/deployment.md's example, which needs jax and numpy only."""
+  text = (ROOT / 'docs' / 'deployment.md').read_text()
+  start = text.index('```python\nimport json\n')
+  code = text[start + len('```python\n'):text.index('```', start + 3)]
+  assert "path = 'EXPORT'" in code and 'image = ...' in code
+  np.save(tmp_path / 'image.npy', np.random.default_rng(0).integers(
+      0, 256, (90, 70, 3), np.uint8))
+  code = code.replace("path = 'EXPORT'", f'path = {str(tiny_export)!r}')
+  code = code.replace('image = ...', f'image = np.load({str(tmp_path / "image.npy")!r})')
+  code += "\nimport sys\nassert not [m for m in sys.modules if m.startswith(('hpe_jax', 'flax'))]\n"
+  proc = subprocess.run([sys.executable, '-c', code], cwd=tmp_path,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  lines = proc.stdout.strip().splitlines()
+  assert len(lines) == 17 and lines[0].startswith('nose'), proc.stdout

@@ -19,6 +19,7 @@ from hpe_jax.data import warp
 from hpe_jax.runtime import metric_writer
 from hpe_jax.training import trainer
 from conftest import load_recipe
+from conftest import override
 from conftest import ROOT
 from test_commands import run
 
@@ -27,14 +28,7 @@ TINY_DATA = {'dataset.synthetic.num_train': 64, 'dataset.synthetic.num_eval': 8,
 
 
 def recipe(name, arg, **overrides):
-  config = load_recipe(name, arg)
-  for key, value in {**TINY_DATA, **overrides}.items():
-    target = config
-    *path, last = key.split('.')
-    for p in path:
-      target = target[p]
-    target[last] = value
-  return config
+  return override(load_recipe(name, arg), {**TINY_DATA, **overrides})
 
 
 def test_unet_learns_the_person_mask(tmp_path):

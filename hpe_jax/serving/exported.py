@@ -34,10 +34,8 @@ FORMAT = 'hpe_jax.export/1'
 FUNCTION_FILE = 'predictor.jaxexport'
 VARIABLES_FILE = 'variables.npz'
 METADATA_FILE = 'metadata.json'
-
-# Tasks whose rows are person crops (one per box or pose), not whole images.
-_PERSON_CROPS = ('keypoints', 'pose_mask')
-
+_METADATA_KEYS = ('task', 'rows', 'results', 'input_size', 'output_stride',
+                  'box_padding', 'inputs', 'variables')
 
 class ExportError(ValueError):
   """A folder that is not a readable export, or inputs it cannot take."""
@@ -66,9 +64,12 @@ def _read_metadata(path: str) -> dict:
                       'with python -m hpe_jax.export)') from e
   except (OSError, ValueError) as e:
     raise ExportError(f'{name}: unreadable ({e})') from e
-  if meta.get('format') != FORMAT:
-    raise ExportError(f'{name}: format {meta.get("format")!r}, this version '
-                      f'reads {FORMAT!r}')
+  missing = [k for k in _METADATA_KEYS if k not in meta]
+  if meta.get('format') != FORMAT or missing:
+    raise ExportError(f'{name}: format {meta.get("format")!r}'
+                      f'{" without " + ", ".join(missing) if missing else ""}'
+                      f', this version reads {FORMAT!r}: export the run '
+                      'again')
   return meta
 
 
@@ -110,6 +111,8 @@ class ExportedPredictor:
     self.inputs = self.metadata['inputs']
     self.input_size = tuple(self.metadata['input_size'])
     self.task = self.metadata['task']
+    self.rows = self.metadata['rows']  # 'boxes', 'poses' or 'image'
+    self.results = self.metadata['results']
     self._call = jax.jit(self.exported.call)
 
   # The exported function.
@@ -158,11 +161,11 @@ class ExportedPredictor:
 
   @property
   def takes_boxes(self) -> bool:
-    return self.task == 'keypoints'
+    return self.rows == 'boxes'
 
   @property
   def takes_poses(self) -> bool:
-    return self.task == 'pose_mask'
+    return self.rows == 'poses'
 
   def _affines(self, boxes, padding: float):
     """(image -> input, image -> output grid) [N, 2, 3] of crops."""
@@ -245,28 +248,30 @@ class ExportedPredictor:
   def finish(self, rows: Rows, outputs: dict) -> dict:
     """Results in image pixels of one image's rows and their outputs.
 
-    keypoints: ``people`` (``box`` x1 y1 x2 y2, ``score``, ``keypoints``
-    [K, 3] x, y, score); segmentation: ``labels`` [H, W] and ``joints``
-    {head: [K, 2]}; pose_mask: ``people`` with ``mask`` and ``labels``
-    (n for the n-th person); part_rcnn: ``people`` with box, score,
-    keypoints and mask, ``instances`` and ``parts`` [H, W].
+    By the export's ``results``: 'keypoints' (top-down pose models):
+    ``people`` (``box`` x1 y1 x2 y2, ``score``, ``keypoints`` [K, 3] x, y,
+    score); 'label_map' (U-Net family): ``labels`` [H, W] and ``joints``
+    {head: [K, 2]}; 'masks' (pose-conditioned masks): ``people`` with
+    ``mask`` and ``labels`` (n for the n-th person); 'people' (detectors
+    with part masks): ``people`` with box, score, keypoints and mask,
+    ``instances`` and ``parts`` [H, W].
     """
     shape = rows.image_shape
     out = {'image_size': list(shape), 'people': []}
-    if self.task == 'keypoints':
+    if self.results == 'keypoints':
       kp = np.concatenate([outputs['keypoints'],
                            outputs['scores'][..., None]], -1)
       for box, score, k in zip(_input_boxes(rows.to_input, self.input_size),
                                rows.scores, kp):
         out['people'].append({'box': box, 'keypoints': k,
                               'score': float(score * k[:, 2].mean())})
-    elif self.task == 'segmentation':
+    elif self.results == 'label_map':
       out['labels'] = self.labels_to_image(outputs['labels'][0],
                                            rows.to_input[0], shape)
       out['joints'] = {k[:-len('_keypoints')]: v[0]
                        for k, v in outputs.items()
                        if k.endswith('_keypoints')}
-    elif self.task == 'pose_mask':
+    elif self.results == 'masks':
       labels = np.zeros(shape, np.uint8)
       masks = [self.labels_to_image(m, t, shape) > 0
                for m, t in zip(outputs['labels'], rows.to_input)]
@@ -280,7 +285,7 @@ class ExportedPredictor:
                                   rows.batch['affine'][n]),
                               'mask': labels == n + 1})
       out['labels'] = labels
-    elif self.task == 'part_rcnn':
+    elif self.results == 'people':
       kept = np.flatnonzero(outputs['scores'][0] >= self.metadata['min_score'])
       instances = self.labels_to_image(outputs['instances'][0],
                                        rows.to_input[0], shape)
@@ -295,8 +300,8 @@ class ExportedPredictor:
                               'keypoints': outputs['keypoints'][0, d],
                               'mask': mask})
     else:
-      raise ExportError(f'task {self.task!r}: use run(), this loader does '
-                        'not know its results')
+      raise ExportError(f'results {self.results!r} of task {self.task!r}: '
+                        'use run(), this loader cannot read them')
     return out
 
   def labels_to_image(self, labels, to_input, shape) -> np.ndarray:

@@ -103,6 +103,12 @@ class Task:
   codec: heatmap.HeatmapCodec = heatmap.HeatmapCodec()
 
   rng_streams: ClassVar[tuple[str, ...]] = ()
+  # How an export's rows are made and its results read (`hpe_jax.serving`):
+  # rows from 'boxes' (person crops, whole image without boxes), 'poses'
+  # (crops around given poses) or the whole 'image'; results are the crops'
+  # 'keypoints', a 'label_map', the crops' 'masks' or detected 'people'.
+  serving_rows: ClassVar[str | None] = None
+  serving_results: ClassVar[str | None] = None
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> Task:
@@ -174,6 +180,11 @@ class Task:
     grid). `min_score` is the detection threshold of tasks that detect.
     """
     raise NotImplementedError(f'{type(self).__name__} cannot be exported')
+
+  def part_schema(self, config):
+    """The schema of the part labels the model predicts (None: none)."""
+    del config
+    return None
 
   def draw(self, image: np.ndarray, result: dict, skeleton,
            threshold: float) -> np.ndarray:

@@ -55,6 +55,9 @@ PCKH_ALPHA = 0.5
 class KeypointTask(base.Task):
   """Heatmap regression with intermediate supervision."""
 
+  serving_rows = 'boxes'
+  serving_results = 'keypoints'
+
   @staticmethod
   def default_loss_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(

@@ -52,6 +52,7 @@ from hpe_jax.codecs import centers
 from hpe_jax.codecs import heatmap
 from hpe_jax.codecs import roi_keypoints
 from hpe_jax.data import coco
+from hpe_jax.data import datasets
 from hpe_jax.data import example as example_lib
 from hpe_jax.data import skeletons
 from hpe_jax.data import warp
@@ -86,6 +87,8 @@ class PartRCNNTask(base.Task):
   """
 
   rng_streams = ('jitter',)  # the RoI box jitter in training
+  serving_rows = 'image'
+  serving_results = 'people'
 
   @staticmethod
   def default_loss_config() -> ml_collections.ConfigDict:
@@ -171,6 +174,9 @@ class PartRCNNTask(base.Task):
                      min_score=0.3, keypoint_threshold=0.2):
     del skeleton, keypoint_threshold
     return PartRCNNPredictor(config, model, mesh, min_score)
+
+  def part_schema(self, config):
+    return datasets.part_schema(config.dataset)
 
   def serving_function(self, config, model, skeleton, *, min_score=0.3):
     del config, skeleton

@@ -52,6 +52,9 @@ POSE_BOX_SCALE = 1.15
 class PoseMaskTask(base.Task):
   """Person mask from an image crop and that person's keypoints."""
 
+  serving_rows = 'poses'
+  serving_results = 'masks'
+
   def __post_init__(self):
     base.check_choice(self.loss_cfg.name, LOSSES, 'loss.name')
 

@@ -66,6 +66,9 @@ SOFTMAX_TARGETS = ('hard', 'gaussian')
 class SegmentationTask(base.Task):
   """Mask (person or parts) with optional joint heads, on full images."""
 
+  serving_rows = 'image'
+  serving_results = 'label_map'
+
   def __post_init__(self):
     base.check_choice(self.loss_cfg.mask_target, MASK_TARGETS,
                       'loss.mask_target')
@@ -136,7 +139,7 @@ class SegmentationTask(base.Task):
         mesh=mesh, batch_size=config.input.eval_batch_size,
         target=self.loss_cfg.mask_target)
 
-  def _part_schema(self, config):
+  def part_schema(self, config):
     return (datasets.part_schema(config.dataset)
             if self.loss_cfg.mask_target == 'part_map' else None)
 
@@ -144,11 +147,11 @@ class SegmentationTask(base.Task):
                      min_score=0.3, keypoint_threshold=0.2):
     del min_score, keypoint_threshold
     return SegmentationPredictor(config, model, mesh, skeleton,
-                                 self._part_schema(config))
+                                 self.part_schema(config))
 
   def serving_function(self, config, model, skeleton, *, min_score=0.3):
     del min_score
-    return predict_function(model, skeleton, self._part_schema(config),
+    return predict_function(model, skeleton, self.part_schema(config),
                             config.eval.flip), {}
 
   def draw(self, image, result, skeleton, threshold):
