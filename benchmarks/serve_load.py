@@ -35,8 +35,8 @@ import httpx
 from ml_collections import config_flags
 import numpy as np
 
-from hpe_jax import export
 from hpe_jax import serving
+from hpe_jax.serving import exporter
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Recipe.')
 _CONCURRENCY = flags.DEFINE_list('concurrency', ['1', '4', '16'],
@@ -116,8 +116,8 @@ def main(argv):
                                             np.uint8)
   body = cv2.imencode('.jpg', image)[1].tobytes()
   with tempfile.TemporaryDirectory() as tmp:
-    model, variables = export.untrained(config)
-    export.export_predictor(config, model, variables, 0, tmp,
+    model, variables = exporter.untrained(config)
+    exporter.export_predictor(config, model, variables, 0, tmp,
                             platforms=('cpu',))
     loaded = serving.load(tmp)
     reference = in_process(loaded, body, _MAX_BATCH.value, _SECONDS.value)

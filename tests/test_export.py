@@ -10,8 +10,8 @@ import jax
 import numpy as np
 import pytest
 
-from hpe_jax import export
 from hpe_jax import serving
+from hpe_jax.serving import exporter
 from hpe_jax import tasks
 from hpe_jax.data import datasets
 from hpe_jax.data import synthetic
@@ -21,7 +21,7 @@ from conftest import tiny_model_config
 from conftest import ROOT
 
 def init(config):
-  model, variables = export.untrained(config)
+  model, variables = exporter.untrained(config)
   return (model, variables, tasks.make(config),
           datasets.skeleton(config.dataset))
 
@@ -50,7 +50,7 @@ def test_exported_outputs_match_in_process_prediction(task_name, dtype,
                                                       tmp_path):
   config = tiny_model_config(task_name, dtype)
   model, variables, task, skeleton = init(config)
-  meta = export.export_predictor(config, model, variables, 0, str(tmp_path),
+  meta = exporter.export_predictor(config, model, variables, 0, str(tmp_path),
                                  platforms=('cpu', 'cuda'))
   assert meta['platforms'] == ['cpu', 'cuda']
   assert meta['task'] == task_name and meta['dtype'] == dtype
@@ -73,7 +73,7 @@ def test_exported_outputs_match_in_process_prediction(task_name, dtype,
 def test_wrong_inputs_are_refused_with_a_clear_message(tmp_path):
   config = tiny_model_config('keypoints')
   model, variables, _, _ = init(config)
-  export.export_predictor(config, model, variables, 0, str(tmp_path),
+  exporter.export_predictor(config, model, variables, 0, str(tmp_path),
                           platforms=('cpu',))
   loaded = serving.load(str(tmp_path))
   batch = loaded.empty_batch(2)

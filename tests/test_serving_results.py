@@ -12,8 +12,8 @@ import numpy as np
 from pycocotools import mask as mask_utils
 import pytest
 
-from hpe_jax import export
 from hpe_jax import serving
+from hpe_jax.serving import exporter
 from hpe_jax.serving import server
 from conftest import tiny_model_config
 
@@ -26,9 +26,9 @@ def exports(tmp_path_factory):
   out = {}
   for task in ('keypoints', 'segmentation', 'pose_mask', 'part_rcnn'):
     config = tiny_model_config(task)
-    model, variables = export.untrained(config)
+    model, variables = exporter.untrained(config)
     path = tmp_path_factory.mktemp(task)
-    export.export_predictor(config, model, variables, 0, str(path),
+    exporter.export_predictor(config, model, variables, 0, str(path),
                             platforms=('cpu',), min_score=0.0)
     out[task] = str(path)
   return out
