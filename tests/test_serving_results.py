@@ -116,6 +116,9 @@ def test_pose_mask_model_takes_poses_and_answers_masks(exports):
     np.testing.assert_allclose(
         np.array(body['people'][1]['keypoints']).reshape(k, 3)[:, :2],
         shifted[:, :2], atol=1e-3)
+    unseen = predict(c, poses=json.dumps([(pose * [1, 1, 0]).tolist()]))
+    assert unseen['people'] == []
+    assert label_map(unseen['label_maps']['labels']).max() == 0
     missing = c.post('/v1/predict', content=image_bytes(),
                      headers={'content-type': 'image/png'})
     assert missing.status_code == 400
@@ -132,8 +135,9 @@ def test_keypoint_model_takes_boxes_from_a_detector(exports):
     body = predict(c)
     assert len(body['people']) == len(found['people']) > 1
     check_people(body['people'], with_masks=False)
-    # Boxes in the request come before the detector's.
+    # Boxes in the request come before the detector's; none means nobody.
     given = predict(c, boxes='[[1, 1, 30, 40]]')
     assert len(given['people']) == 1
+    assert predict(c, boxes='[]')['people'] == []
   with pytest.raises(serving.ExportError, match='does not take'):
     client(exports['segmentation'], exports['part_rcnn'])

@@ -170,6 +170,8 @@ class ExportedPredictor:
   def _affines(self, boxes, padding: float):
     """(image -> input, image -> output grid) [N, 2, 3] of crops."""
     h, w = self.input_size
+    if not len(boxes):
+      return np.zeros((0, 2, 3)), np.zeros((0, 2, 3))
     to_input = np.stack([
         affine.crop_affine(*affine.box_to_center_size(b, w / h, padding),
                            (w, h)) for b in boxes]).reshape(-1, 2, 3)
@@ -181,7 +183,8 @@ class ExportedPredictor:
     """The input rows of one RGB uint8 image [H, W, 3].
 
     `boxes` ([N, 4] x1 y1 x2 y2, optionally a fifth column of scores) are
-    the people of a top-down keypoint model (default: the whole image);
+    the people of a top-down keypoint model (None: the whole image; an
+    empty list: nobody);
     `poses` ([N, K, 3] x, y, score in image pixels, in the export's
     skeleton) those of the pose-conditioned mask model.
     """
@@ -201,8 +204,9 @@ class ExportedPredictor:
         raise ExportError('this model needs the people\'s poses')
       boxes, scores, keypoints = self._pose_boxes(poses)
       padding = self.metadata['box_padding']
-    elif self.takes_boxes and boxes is not None and len(boxes):
-      boxes = np.asarray(boxes, np.float32).reshape(len(boxes), -1)
+    elif self.takes_boxes and boxes is not None:
+      boxes = np.asarray(boxes, np.float32)
+      boxes = boxes.reshape(len(boxes), -1 if boxes.size else 4)
       if boxes.shape[1] not in (4, 5):
         raise ExportError(f'boxes: expected [N, 4] or [N, 5], got '
                           f'{list(boxes.shape)}')
@@ -236,14 +240,15 @@ class ExportedPredictor:
                       np.maximum(seen.sum(-1), 1), 0)
     kp = np.concatenate([kp[..., :2], np.where(seen, 2.0, 0.0)[..., None]],
                         -1)
+    keep = seen.any(-1)  # a pose without a joint seen has no box
+    seen, kp, scores = seen[keep], kp[keep], scores[keep]
     big = np.float32(np.inf)
     lo = np.where(seen[..., None], kp[..., :2], big).min(1)
     hi = np.where(seen[..., None], kp[..., :2], -big).max(1)
     centre, half = (lo + hi) / 2, (hi - lo) / 2 * self.metadata[
         'pose_box_scale']
-    keep = seen.any(-1)
-    boxes = np.concatenate([centre - half, centre + half], -1)[keep]
-    return boxes, scores[keep].astype(np.float32), kp[keep]
+    boxes = np.concatenate([centre - half, centre + half], -1)
+    return boxes, scores.astype(np.float32), kp
 
   def finish(self, rows: Rows, outputs: dict) -> dict:
     """Results in image pixels of one image's rows and their outputs.
@@ -258,6 +263,10 @@ class ExportedPredictor:
     """
     shape = rows.image_shape
     out = {'image_size': list(shape), 'people': []}
+    if not len(rows):  # no boxes, or no pose with a joint seen
+      if self.results == 'masks':
+        out['labels'] = np.zeros(shape, np.uint8)
+      return out
     if self.results == 'keypoints':
       kp = np.concatenate([outputs['keypoints'],
                            outputs['scores'][..., None]], -1)
