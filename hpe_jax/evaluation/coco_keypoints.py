@@ -98,12 +98,19 @@ def oks_matrix(keypoints, areas, sigmas) -> np.ndarray:
     areas: [N] person areas in pixels^2.
     sigmas: [K] per-joint OKS sigmas.
   """
+  return oks_terms(keypoints, areas, keypoints, areas, sigmas).mean(-1)
+
+
+def oks_terms(keypoints, areas, others, other_areas, sigmas) -> np.ndarray:
+  """[N, M, K] per-joint OKS terms between poses [N, K, 2+] and [M, K, 2+]
+  (areas [N] and [M]); the scale of a pair is its mean area."""
   xy = np.asarray(keypoints, np.float64)[..., :2]
-  areas = np.asarray(areas, np.float64)
+  other_xy = np.asarray(others, np.float64)[..., :2]
   variances = (2 * np.asarray(sigmas, np.float64)) ** 2
-  sq_dist = ((xy[:, None] - xy[None]) ** 2).sum(-1)  # [N, N, K]
-  scale = (areas[:, None] + areas[None]) / 2 + np.spacing(1)
-  return np.exp(-sq_dist / variances / scale[..., None] / 2).mean(-1)
+  sq_dist = ((xy[:, None] - other_xy[None]) ** 2).sum(-1)  # [N, M, K]
+  scale = (np.asarray(areas, np.float64)[:, None] +
+           np.asarray(other_areas, np.float64)[None]) / 2 + np.spacing(1)
+  return np.exp(-sq_dist / variances / scale[..., None] / 2)
 
 
 def oks_nms(keypoints, scores, areas, sigmas, threshold: float) -> np.ndarray:

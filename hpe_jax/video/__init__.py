@@ -1,0 +1,1 @@
+"""Keypoints along a video: smoothing tracks (`smoothing`)."""
