@@ -15,8 +15,8 @@ here, with the skeleton of ``GET /v1/model``; a frame answered with an
 error as it was sent) and ``<output stem>.json``: per frame ``frame``,
 ``time_s`` (in the video; for a camera, since the first frame),
 ``round_trip_ms`` and the reply's ``server_ms``, ``people`` (COCO results),
-``joints`` or ``error`` (the reply's base64 label maps are left out: the
-video shows them). It prints frames sent, answered (without an error),
+``joints`` or ``error`` (the reply's base64 overlay is left out: the
+video shows it). It prints frames sent, answered (without an error),
 errors, the mean round trip and frames answered a second.
 
 The token goes as ``Authorization: Bearer`` on HTTP and ``?token=`` on the

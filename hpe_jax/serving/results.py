@@ -6,9 +6,9 @@ JSON (`to_json`): ``image_size`` [h, w]; ``people``, COCO results
 ``segmentation`` as compressed RLE where the model gives masks);
 ``label_maps`` ({name: {``png``: base64 PNG of the labels at the image's
 size, ``names``: class names}}) for segmentation and part models;
-``joints`` ({head: [[x, y], ...]}) for U-Net joint heads; and, on request,
-``overlay``: a base64 RGBA PNG of the label map in its class colours, which
-the camera page lays over the frame.
+``joints`` ({head: [[x, y], ...]}) for U-Net joint heads. The stream sends,
+instead of ``label_maps``, ``overlay``: a base64 RGBA PNG of the label map
+in its class colours, which the camera page lays over the frame.
 """
 
 from __future__ import annotations
@@ -80,9 +80,11 @@ def overlay_png(result: dict, metadata: dict) -> str | None:
 
 
 def to_json(result: dict, metadata: dict, *, overlay: bool = False) -> dict:
-  """The JSON of one image's results (module docstring)."""
+  """The JSON of one image's results (module docstring); with `overlay`
+  (the stream's form) the shown label map as ``overlay`` instead of
+  ``label_maps``, which would send it twice."""
   people = result['people']
-  out = {'image_size': result['image_size']}
+  out = {'image_size': result['image_size'], 'people': []}
   if people:
     masks = ([p['mask'] for p in people] if 'mask' in people[0] else None)
     records = coco.instance_results(
@@ -92,13 +94,6 @@ def to_json(result: dict, metadata: dict, *, overlay: bool = False) -> dict:
     for r in records:
       del r['image_id']
     out['people'] = records
-  else:
-    out['people'] = []
-  maps = {name: {'png': _png(result[name]),
-                 'names': label_names(metadata, name)}
-          for name in ('labels', 'instances', 'parts') if name in result}
-  if maps:
-    out['label_maps'] = maps
   if result.get('joints'):
     out['joints'] = {h: np.asarray(xy).tolist()
                      for h, xy in result['joints'].items()}
@@ -106,6 +101,12 @@ def to_json(result: dict, metadata: dict, *, overlay: bool = False) -> dict:
     png = overlay_png(result, metadata)
     if png is not None:
       out['overlay'] = png
+    return out
+  maps = {name: {'png': _png(result[name]),
+                 'names': label_names(metadata, name)}
+          for name in ('labels', 'instances', 'parts') if name in result}
+  if maps:
+    out['label_maps'] = maps
   return out
 
 
