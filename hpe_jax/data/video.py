@@ -2,7 +2,8 @@
 
 `VideoReader` decodes a video file (or a camera, by its index) with OpenCV
 into RGB frames, one at a time or in chunks of bounded length, so that a
-long video never sits in memory whole. `FrameDataset` presents a chunk as an
+long video never sits in memory whole; `FrameFolder` reads a folder of
+frame images the same way, in file name order. `FrameDataset` presents a chunk as an
 `ImageDataset` without people, so the predict command runs frames through
 the same predictor as images. `VideoWriter` encodes RGB frames as MP4
 (``mp4v``, which every OpenCV build writes; the codec needs even sizes, so
@@ -25,6 +26,8 @@ import numpy as np
 
 from hpe_jax import errors
 from hpe_jax.data import example
+from hpe_jax.data import files
+from hpe_jax.data import image_folder
 from hpe_jax.data import skeletons
 
 VIDEO_EXTENSIONS = ('.mp4', '.avi', '.mov', '.mkv', '.webm')
@@ -127,6 +130,58 @@ class VideoReader:
 
   def __exit__(self, *exc_info) -> None:
     self.close()
+
+
+class FrameFolder:
+  """The images of a folder as the frames of a video, in file name order
+  (`VideoReader`'s interface; `names` are the file names)."""
+
+  def __init__(self, path: str, fps: float = DEFAULT_FPS):
+    self.name = path
+    self.paths = image_folder.list_images(path)
+    self.names = [os.path.basename(p) for p in self.paths]
+    self.fps = fps
+    self.declared_frames = len(self.paths)
+    self.frames_read = 0
+    self.error: str | None = None
+    try:
+      self.height, self.width = files.read_image(self.paths[0]).shape[:2]
+    except example.DamagedSampleError as e:
+      raise example.DatasetError(str(e)) from None
+
+  def frames(self) -> Iterator[np.ndarray]:
+    """Yields the frames, to the end or the first that cannot be decoded
+    or differs in size from the first (`error`)."""
+    for path in self.paths:
+      try:
+        frame = files.read_image(path)
+      except example.DamagedSampleError as e:
+        self.error = f'{e}; stopped there'
+        return
+      if frame.shape[:2] != (self.height, self.width):
+        self.error = (f'{path}: {frame.shape[1]}x{frame.shape[0]}, the '
+                      f'first frame is {self.width}x{self.height}; stopped '
+                      'there')
+        return
+      self.frames_read += 1
+      yield frame
+
+  def close(self) -> None:
+    pass
+
+  def __enter__(self) -> FrameFolder:
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    pass
+
+
+def open_frames(path: str, fps: float = DEFAULT_FPS
+                ) -> VideoReader | FrameFolder:
+  """A video file's `VideoReader`, or a folder's `FrameFolder` at `fps`."""
+  if os.path.isdir(path):
+    return FrameFolder(path, fps)
+  return VideoReader(path)
 
 
 class FrameDataset(example.ImageDataset):
