@@ -295,3 +295,35 @@ def test_wrong_inputs_stop_in_one_line(frame_folder, tmp_path, args,
   assert proc.returncode != 0
   assert message in proc.stderr, proc.stderr
   assert 'Traceback' not in proc.stderr
+
+
+def test_annotation_mode_on_an_exported_synthetic_video(tmp_path):
+  """PoseTrack key frames of the synthetic video generator, propagated by
+  the command between frames 0 and 11, land near the true joints."""
+  from hpe_jax.data.synthetic import video as synthetic_video  # pylint: disable=import-outside-toplevel
+  clip = synthetic_video.SyntheticVideo(12, seed=0, image_hw=(96, 128),
+                                        num_people=(1, 1), pan=False,
+                                        occluders=False)
+  paths = synthetic_video.export(clip, str(tmp_path / 'clip'))
+  data = json.loads(open(paths['posetrack']).read())
+  keys = [i for i in data['images'] if i['frame_id'] % 10000 in (0, 11)]
+  ids = {i['id'] for i in keys}
+  data.update(images=keys, annotations=[a for a in data['annotations']
+                                        if a['image_id'] in ids])
+  (tmp_path / 'keys.json').write_text(json.dumps(data))
+  out = tmp_path / 'out'
+  proc = _run(f'--input={paths["frames"]}', f'--output={out}',
+              f'--annotations={tmp_path / "keys.json"}',
+              '--propagation=dense')
+  assert proc.returncode == 0, proc.stderr
+  result = json.loads((out / 'frames_propagated.json').read_text())
+  by_frame = {a['image_id'] - 1: np.reshape(a['keypoints'], (17, 3))
+              for a in result['annotations']}
+  errors = []
+  for i in range(1, 11):
+    truth = clip.frame(i)['keypoints'][0]
+    seen = (truth[:, 2] == 2) & (by_frame[i][:, 2] > 0)
+    errors += np.linalg.norm(by_frame[i][seen, :2] - truth[seen, :2],
+                             axis=-1).tolist()
+  assert len(errors) > 50
+  assert np.median(errors) < 2.0, np.median(errors)

@@ -7,7 +7,9 @@ Key frames come from a COCO or PoseTrack JSON file (`read_key_frames`):
 ``annotations`` (``image_id``, ``keypoints`` in pixel-index coordinates as
 the project's COCO reader takes them, PoseTrack's ``track_id``). Images are
 matched to the frames by file name for a folder of frames, else by
-``frame_id`` (or, without it, the image id) as the frame number.
+``frame_id`` (or, without it, the image id) as the frame number; PoseTrack
+2018's 11-digit ids (1, the video number, the frame number in 4 digits)
+give their last four digits.
 
 `propagate` follows every annotated person forwards from each key frame
 (`propagation` methods) until the next. A person of the next key frame
@@ -40,6 +42,8 @@ from hpe_jax.video import smoothing
 # a propagated one's.
 _KEY_FRAME_CONFIDENCE = 100.0
 _MIN_MATCH_OKS = 0.1
+_POSETRACK_ID = 10**10
+_POSETRACK_FRAMES = 10**4
 
 
 @dataclasses.dataclass
@@ -80,7 +84,9 @@ def read_key_frames(path: str, num_joints: int | None, names=None
       if name in by_name:
         position[image['id']] = by_name[name]
     else:
-      position[image['id']] = int(image.get('frame_id', image['id']))
+      frame = int(image.get('frame_id', image['id']))
+      position[image['id']] = (frame % _POSETRACK_FRAMES
+                               if frame >= _POSETRACK_ID else frame)
   if not position:
     raise example.DatasetError(f'{path}: none of its images is a frame of '
                                'the input (matched by file name)')

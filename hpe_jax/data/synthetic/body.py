@@ -3,6 +3,11 @@
 A person is 21 segments (`PRIMITIVES`) posed in 3-D with joint limits, seen
 from a random view and outlined as 2-D polygons in painter's order, ready for
 `render` to rasterise. The package docstring describes the figures.
+
+`sample_pose` makes every random choice of a person (`PoseParams`) and
+`pose_person` draws from them without randomness, so that a video can move
+a person by changing parameters over time; `sample_person` is the two in
+one.
 """
 
 from __future__ import annotations
@@ -155,47 +160,81 @@ class Person:
   height: float            # standing height in pixels
 
 
-def _sample_arm(rng: np.random.Generator):
-  """Unit directions of upper arm, forearm and hand of a left arm."""
-  deg = math.radians
-  # Elevation from hanging down, in a plane turned from sideways (0) to
-  # forwards (90) and across the chest (> 90) or slightly backwards (< 0).
+@dataclasses.dataclass
+class ArmPose:
+  """A left arm's joint angles in degrees (a right arm is its mirror image)."""
+  # Raised from hanging down in a plane turned from sideways (0) to forwards
+  # (90) and across the chest (> 90) or slightly backwards (< 0, where the
+  # elevation is capped at 60); a negative elevation swings the arm back.
+  elevation: float
+  azimuth: float
+  flexion: float  # elbow
+  twist: float    # of the upper arm, turning the elbow's plane
+  hand: np.ndarray  # [3] the hand's deviation from the forearm
+
+
+@dataclasses.dataclass
+class LegPose:
+  """A left leg's joint angles in degrees (a right leg is its mirror image)."""
+  flexion: float    # thigh forwards
+  abduction: float  # thigh sideways
+  knee: float
+  knee_twist: float
+  foot: float       # foot turned about the shank
+
+
+def _sample_arm(rng: np.random.Generator) -> ArmPose:
   elevation = rng.uniform(0, 45) if rng.random() < 0.55 else rng.uniform(0, 170)
   azimuth = rng.uniform(-35, 125)
-  if azimuth < 0:
+  flexion = (rng.uniform(0, 20) if rng.random() < 0.4 else
+             rng.uniform(0, 150))
+  twist = min(max(rng.normal(0, 35), -80), 80)
+  return ArmPose(elevation=elevation, azimuth=azimuth, flexion=flexion,
+                 twist=twist, hand=rng.normal(size=3))
+
+
+def _arm_directions(arm: ArmPose):
+  """Unit directions of upper arm, forearm and hand of a left arm."""
+  deg = math.radians
+  elevation = arm.elevation
+  if arm.azimuth < 0:
     elevation = min(elevation, 60)
-  el, az = deg(elevation), deg(azimuth)
+  el, az = deg(elevation), deg(arm.azimuth)
   upper = np.array([math.cos(az) * math.sin(el), math.cos(el),
                     -math.sin(az) * math.sin(el)])
-  flexion = deg(rng.uniform(0, 20) if rng.random() < 0.4 else
-                rng.uniform(0, 150))
+  flexion = deg(arm.flexion)
   # Flexion brings the forearm forwards for a hanging arm; rotating the
   # upper arm (twist) turns that plane inwards or outwards.
   bend = _bend_direction(upper, (0, -0.3, -1), (0, -1, 0))
-  bend = _rotate_about(bend, upper, deg(min(max(rng.normal(0, 35), -80), 80)))
+  bend = _rotate_about(bend, upper, deg(arm.twist))
   fore = math.cos(flexion) * upper + math.sin(flexion) * bend
-  hand = _unit(fore + 0.35 * rng.normal(size=3))
+  hand = _unit(fore + 0.35 * arm.hand)
   return upper, fore, hand
 
 
-def _sample_leg(rng: np.random.Generator):
-  """Unit directions of thigh, shank and foot of a left leg."""
-  deg = math.radians
+def _sample_leg(rng: np.random.Generator) -> LegPose:
   if rng.random() < 0.5:
     flexion, abduction = rng.uniform(-15, 25), rng.uniform(-5, 20)
     knee = rng.uniform(0, 25)
   else:
     flexion, abduction = rng.uniform(-35, 115), rng.uniform(-10, 45)
     knee = rng.uniform(0, 145)
-  fl, ab, knee = deg(flexion), deg(abduction), deg(knee)
+  return LegPose(flexion=flexion, abduction=abduction, knee=knee,
+                 knee_twist=rng.normal(0, 8), foot=rng.uniform(-10, 35))
+
+
+def _leg_directions(leg: LegPose):
+  """Unit directions of thigh, shank and foot of a left leg."""
+  deg = math.radians
+  fl, ab, knee = deg(leg.flexion), deg(leg.abduction), deg(leg.knee)
   thigh = np.array([math.sin(ab), math.cos(ab) * math.cos(fl),
                     -math.cos(ab) * math.sin(fl)])
   # Knees bend backwards; for a thigh raised forwards that means downwards.
   bend = _bend_direction(thigh, (0, 0.35, 1), (0, 1, 0))
-  bend = _rotate_about(bend, thigh, deg(rng.normal(0, 8)))
+  bend = _rotate_about(bend, thigh, deg(leg.knee_twist))
   shank = math.cos(knee) * thigh + math.sin(knee) * bend
   foot = _bend_direction(shank, (0, 0, -1), (0, 1, 0))
-  foot = _rotate_about(foot, shank, deg(rng.uniform(-10, 35)))
+  foot = _rotate_about(foot, shank, deg(leg.foot))
   return thigh, shank, foot
 
 
@@ -222,16 +261,103 @@ _FEATURES = ((3, 'left_ear', 0.2, 0.15), (4, 'right_ear', 0.2, 0.15),
              (0, 'nose', 0.16, 0.13))
 
 
+@dataclasses.dataclass
+class PoseParams:
+  """Every random choice behind one person; `pose_person` draws from it.
+
+  Angles are in degrees. `sample_pose` fills it in the order of the random
+  draws; a video changes some fields over time and poses each frame.
+  """
+  thickness: float
+  # Leg, arm and torso length, head size, shoulder and hip width, as factors.
+  proportions: np.ndarray
+  lean: float       # torso forwards
+  side_bend: float
+  twist: float      # shoulders turned on the hips
+  girth: np.ndarray  # [3] chest, waist and pelvis, before the thickness
+  neck_roll: float
+  neck_pitch: float
+  yaw: float        # head turned on the neck
+  arms: tuple[ArmPose, ArmPose]  # left, right
+  legs: tuple[LegPose, LegPose]
+  view: float       # 0 frontal, 180 from behind, -90 facing image right
+  camera_tilt: float
+  height: float     # standing height in pixels
+  roll: float       # in the image plane
+  stretch: float    # width factor
+  # Unit draws placing the figure in the image (`pelvis` None).
+  shift_u: np.ndarray
+  radius_jitter: np.ndarray  # [len(_LIMBS), 1] limb radius factors
+  outline_style: int  # `shapes.segment_outlines` style
+  face_cap: float   # half-angle of the face region
+  # Where the pelvis goes in the image (x, y), instead of `shift_u`'s place.
+  pelvis: np.ndarray | None = None
+
+
+def sample_pose(rng: np.random.Generator, image_hw: tuple[int, int],
+                height_range: tuple[float, float]) -> PoseParams:
+  """The random choices of one person at a random place and size."""
+  img_h = image_hw[0]
+  thick = rng.uniform(0.75, 1.45)
+  proportions = rng.uniform(
+      (0.92, 0.92, 0.9, 0.88, 0.88, 0.85), (1.08, 1.08, 1.1, 1.15, 1.15, 1.2))
+  if rng.random() < 0.85:
+    lean = min(max(rng.normal(5, 10), -20), 50)
+  else:
+    lean = rng.uniform(-20, 80)
+  side_bend = rng.normal(0, 6)
+  twist = rng.normal(0, 12)
+  girth = rng.uniform(0.9, 1.15, 3)
+  neck_roll = rng.normal(0, 8)
+  neck_pitch = min(max(rng.normal(0, 12), -30), 40)
+  yaw = rng.normal(0, 20) if rng.random() < 0.6 else rng.uniform(-80, 80)
+  arms, legs = [], []
+  for _ in range(2):
+    arms.append(_sample_arm(rng))
+    legs.append(_sample_leg(rng))
+  # View: mostly frontal, some from behind, the rest anywhere; the camera is
+  # a little above or below.
+  u = rng.random()
+  view = (rng.normal(0, 25) if u < 0.55 else
+          rng.normal(180, 25) if u < 0.65 else rng.uniform(-180, 180))
+  camera_tilt = rng.normal(0, 8)
+  # In the image: size, in-plane rotation (mostly near upright), stretch.
+  height = img_h * math.exp(rng.uniform(math.log(height_range[0]),
+                                        math.log(height_range[1])))
+  u = rng.random()
+  roll = (rng.normal(0, 7) if u < 0.65 else
+          rng.uniform(-40, 40) if u < 0.93 else rng.uniform(-180, 180))
+  stretch = math.exp(rng.normal(0, 0.08))
+  # The placement's bounds depend on the posed extent: keep the unit draws
+  # (Generator.uniform is low + (high - low) * random()).
+  shift_u = rng.random(2)
+  radius_jitter = rng.uniform(0.9, 1.1, (len(_LIMBS), 1))
+  outline_style = shapes.pick(rng, (0.6, 0.2, 0.2))
+  face_cap = rng.uniform(50, 72)
+  return PoseParams(
+      thickness=thick, proportions=proportions, lean=lean,
+      side_bend=side_bend, twist=twist, girth=girth, neck_roll=neck_roll,
+      neck_pitch=neck_pitch, yaw=yaw, arms=tuple(arms), legs=tuple(legs),
+      view=view, camera_tilt=camera_tilt, height=height, roll=roll,
+      stretch=stretch, shift_u=shift_u, radius_jitter=radius_jitter,
+      outline_style=outline_style, face_cap=face_cap)
+
+
 def sample_person(rng: np.random.Generator, image_hw: tuple[int, int],
                   height_range: tuple[float, float]) -> Person:
   """Poses, projects and outlines one person at a random place and size."""
+  return pose_person(sample_pose(rng, image_hw, height_range), image_hw)
+
+
+def pose_person(params: PoseParams, image_hw: tuple[int, int]) -> Person:
+  """Poses, projects and outlines the person `params` describes."""
   img_h, img_w = image_hw
   deg = math.radians
 
   # Proportions, in units of standing height.
-  thick = rng.uniform(0.75, 1.45)
-  leg_len, arm_len, torso_len, head_size, shoulder_w, hip_w = rng.uniform(
-      (0.92, 0.92, 0.9, 0.88, 0.88, 0.85), (1.08, 1.08, 1.1, 1.15, 1.15, 1.2))
+  thick = params.thickness
+  leg_len, arm_len, torso_len, head_size, shoulder_w, hip_w = (
+      params.proportions)
   torso_len *= 0.29
   head_r = np.array([0.047, 0.064, 0.058]) * head_size
   shoulder_hw = 0.1 * shoulder_w * thick ** 0.3
@@ -239,19 +365,15 @@ def sample_person(rng: np.random.Generator, image_hw: tuple[int, int],
 
   # Body frame: x = the person's left, y = down, z = backwards, origin at the
   # pelvis. Torso pose: forward lean, side bend, shoulders twisted on hips.
-  if rng.random() < 0.85:
-    lean = min(max(rng.normal(5, 10), -20), 50)
-  else:
-    lean = rng.uniform(-20, 80)
-  torso_rot = _rot_z(deg(rng.normal(0, 6))) @ _rot_x(deg(lean))
-  shoulder_rot = torso_rot @ _rot_y(deg(rng.normal(0, 12)))
+  torso_rot = _rot_z(deg(params.side_bend)) @ _rot_x(deg(params.lean))
+  shoulder_rot = torso_rot @ _rot_y(deg(params.twist))
   shoulder_c = torso_rot @ np.array([0, -torso_len, 0])
   side = np.array([1.0, -1.0])[:, None]
   shoulders = shoulder_c + side * shoulder_rot[:, 0] * shoulder_hw
   hips = side * torso_rot[:, 0] * hip_hw
 
   # The torso is the hull of elliptical cross-sections.
-  chest, waist, pelvis = rng.uniform(0.9, 1.15, 3) * thick ** 0.6
+  chest, waist, pelvis = params.girth * thick ** 0.6
   # Cross-sections: height, half width, half depth; the upper three turn
   # with the shoulders.
   rings = np.array([
@@ -266,20 +388,19 @@ def sample_person(rng: np.random.Generator, image_hw: tuple[int, int],
   torso_pts = np.concatenate([ring_pts[:3].reshape(-1, 3) @ shoulder_rot.T,
                               ring_pts[3:].reshape(-1, 3) @ torso_rot.T])
 
-  neck_rot = (torso_rot @ _rot_z(deg(rng.normal(0, 8))) @
-              _rot_x(deg(min(max(rng.normal(0, 12), -30), 40))))
+  neck_rot = (torso_rot @ _rot_z(deg(params.neck_roll)) @
+              _rot_x(deg(params.neck_pitch)))
   head_c = shoulder_c + neck_rot @ [0, -0.045 - 0.85 * head_r[1], 0]
-  yaw = rng.normal(0, 20) if rng.random() < 0.6 else rng.uniform(-80, 80)
-  head_rot = neck_rot @ _rot_y(deg(yaw))
+  head_rot = neck_rot @ _rot_y(deg(params.yaw))
   face_pts = head_c + (_FACE_DIRECTIONS * head_r) @ head_rot.T
 
   arm_pts, leg_pts = [], []
   for s, flip in enumerate((np.ones(3), np.array([-1.0, 1.0, 1.0]))):
-    up, fore, hand = (flip * d for d in _sample_arm(rng))
+    up, fore, hand = (flip * d for d in _arm_directions(params.arms[s]))
     elbow = shoulders[s] + 0.17 * arm_len * up
     wrist = elbow + 0.145 * arm_len * fore
     arm_pts.append([elbow, wrist, wrist + 0.065 * hand])
-    thigh, shank, foot = (flip * d for d in _sample_leg(rng))
+    thigh, shank, foot = (flip * d for d in _leg_directions(params.legs[s]))
     knee = hips[s] + 0.245 * leg_len * thigh
     ankle = knee + 0.235 * leg_len * shank
     leg_pts.append([knee, ankle, ankle + 0.02 * shank - 0.03 * foot,
@@ -287,36 +408,33 @@ def sample_person(rng: np.random.Generator, image_hw: tuple[int, int],
   arm_pts = np.array(arm_pts)  # [side, (elbow, wrist, hand tip), 3]
   leg_pts = np.array(leg_pts)  # [side, (knee, ankle, heel, toe), 3]
 
-  # View: mostly frontal, some from behind, the rest anywhere; the camera is
-  # a little above or below.
-  u = rng.random()
-  view = (rng.normal(0, 25) if u < 0.55 else
-          rng.normal(180, 25) if u < 0.65 else rng.uniform(-180, 180))
-  cam = _rot_x(deg(rng.normal(0, 8))) @ _rot_y(deg(view))
+  cam = _rot_x(deg(params.camera_tilt)) @ _rot_y(deg(params.view))
 
   # In the image: size, stretch, in-plane rotation.
-  height = img_h * math.exp(rng.uniform(math.log(height_range[0]),
-                                        math.log(height_range[1])))
-  u = rng.random()
-  roll = deg(rng.normal(0, 7) if u < 0.65 else
-             rng.uniform(-40, 40) if u < 0.93 else rng.uniform(-180, 180))
+  height = params.height
+  roll = deg(params.roll)
   to_image = height * np.array(
       [[math.cos(roll), -math.sin(roll)], [math.sin(roll), math.cos(roll)]]
-  ) @ np.diag([math.exp(rng.normal(0, 0.08)), 1.0])
+  ) @ np.diag([params.stretch, 1.0])
   lin = to_image @ cam[:2]  # body frame -> pixels, up to a shift
   depth_axis = cam[2]
 
   joints3 = np.concatenate([
       face_pts, shoulders, arm_pts[:, 0], arm_pts[:, 1], hips, leg_pts[:, 0],
       leg_pts[:, 1]])
-  extent = np.concatenate([joints3, arm_pts[:, 2], leg_pts[:, 3],
-                           [head_c - [0, head_r[1], 0]]]) @ lin.T
-  lo, hi = extent.min(0), extent.max(0)
-  # Centre the figure so that a part of it may leave the image.
-  slack = (hi - lo) * [0.3, 0.15]
-  a = (hi - lo) / 2 - slack
-  b = np.array([img_w, img_h]) - (hi - lo) / 2 + slack
-  shift = rng.uniform(np.minimum(a, b), np.maximum(a, b)) - (lo + hi) / 2
+  if params.pelvis is not None:
+    # The pelvis is the body frame's origin.
+    shift = np.asarray(params.pelvis, float)
+  else:
+    extent = np.concatenate([joints3, arm_pts[:, 2], leg_pts[:, 3],
+                             [head_c - [0, head_r[1], 0]]]) @ lin.T
+    lo, hi = extent.min(0), extent.max(0)
+    # Centre the figure so that a part of it may leave the image.
+    slack = (hi - lo) * [0.3, 0.15]
+    a = (hi - lo) / 2 - slack
+    b = np.array([img_w, img_h]) - (hi - lo) / 2 + slack
+    low, high = np.minimum(a, b), np.maximum(a, b)
+    shift = low + (high - low) * params.shift_u - (lo + hi) / 2
 
   def px(p: np.ndarray) -> np.ndarray:
     return p @ lin.T + shift
@@ -341,12 +459,11 @@ def sample_person(rng: np.random.Generator, image_hw: tuple[int, int],
   ends = np.concatenate([arm_pts[0], arm_pts[1], leg_pts[0, :2],
                          leg_pts[0, 3:], leg_pts[1, :2], leg_pts[1, 3:],
                          head_c[None]])
-  radii = np.maximum(_LIMB_RADII * height * thick *
-                     rng.uniform(0.9, 1.1, (len(_LIMBS), 1)), 1.2)
+  radii = np.maximum(_LIMB_RADII * height * thick * params.radius_jitter,
+                     1.2)
   a2, b2 = px(starts), px(ends)
-  style = shapes.pick(rng, (0.6, 0.2, 0.2))
   limb_polys = shapes.to_fixed(shapes.segment_outlines(
-      style, a2, b2, radii[:, 0], radii[:, 1]))
+      params.outline_style, a2, b2, radii[:, 0], radii[:, 1]))
   limb_depth = (starts + ends) @ depth_axis / 2
   axis = b2 - a2
   axis /= np.maximum(np.hypot(axis[:, 0], axis[:, 1]), 1e-6)[:, None]
@@ -376,7 +493,7 @@ def sample_person(rng: np.random.Generator, image_hw: tuple[int, int],
   head = [(PRIMITIVE_INDEX['neck'], limb_polys[-1]),
           (PRIMITIVE_INDEX['skull'], shapes.to_fixed(skull))]
   # Face: the visible part of a cap around the front-lower direction.
-  cap = _face_cap(deg(rng.uniform(50, 72)))
+  cap = _face_cap(deg(params.face_cap))
   front = (cap @ (cam @ head_rot).T)[:, 2] < 0
   if front.sum() >= 3:
     cap_px = px(head_c + (cap[front] * head_r) @ head_rot.T)
