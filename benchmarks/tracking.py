@@ -1,7 +1,8 @@
 """Keypoint propagation and tracking on synthetic videos with ground truth.
 
   python benchmarks/tracking.py [--videos=4] [--frames=41] \
-      [--drop_every=0] [--model=EXPORT] [--output=FIGURES.json]
+      [--drop_every=0] [--model=EXPORT] [--output=FIGURES.json] \
+      [--parts=propagation,tracking]
 
 1. Propagation: in each video (`hpe_jax.data.synthetic.video`, seeds 0 ..
    --videos - 1), the people of frame 0 are propagated with every method
@@ -46,6 +47,8 @@ _DROP_EVERY = flags.DEFINE_integer('drop_every', 0,
 _MODEL = flags.DEFINE_string('model', None, 'Export of a keypoint model, '
                              'for the tracking figures.')
 _OUTPUT = flags.DEFINE_string('output', None, 'JSON file for the figures.')
+_PARTS = flags.DEFINE_list('parts', ['propagation', 'tracking'],
+                           'Which figures to measure.')
 _NOISE = flags.DEFINE_float('noise', 3.0, 'NoisyTruth joint noise, pixels.')
 _MISS = flags.DEFINE_float('miss', 0.1, 'NoisyTruth joint miss rate.')
 
@@ -194,12 +197,16 @@ def main(argv):
   videos = list(_videos())
   print(f'{len(videos)} synthetic videos of {len(videos[0])} frames '
         f'({time.perf_counter() - t0:.1f} s to render)', flush=True)
-  figures = {'propagation': _propagation_figures(videos)}
-  figures['tracking'] = _tracking_figures(videos, NoisyTruth, 'noisy truth')
-  if _MODEL.value:
-    predictor = serving.load(_MODEL.value)
-    figures['tracking'].update(_tracking_figures(
-        videos, lambda frames, seed: predictor, 'model'))
+  figures = {}
+  if 'propagation' in _PARTS.value:
+    figures['propagation'] = _propagation_figures(videos)
+  if 'tracking' in _PARTS.value:
+    figures['tracking'] = _tracking_figures(videos, NoisyTruth,
+                                            'noisy truth')
+    if _MODEL.value:
+      predictor = serving.load(_MODEL.value)
+      figures['tracking'].update(_tracking_figures(
+          videos, lambda frames, seed: predictor, 'model'))
   if _OUTPUT.value:
     with open(_OUTPUT.value, 'w') as f:
       json.dump(figures, f, indent=1)

@@ -10,7 +10,8 @@ depends on the export (its ``results``):
   previous frame whose confident joints were propagated into this frame
   (`propagation`), so a person found once is followed without a detector;
   with neither (the first frame, or everyone lost), the whole frame is one
-  person. Poses that come out nearly the same (OKS above `_DUPLICATE_OKS`)
+  person. A followed box mostly inside a detection (more than
+  `_SAME_BOX_COVER` of its area) gives way to it. Poses that come out nearly the same (OKS above `_DUPLICATE_OKS`)
   are one person: the better scoring one is kept.
 - detectors (``people``: part_rcnn) find the people themselves.
 - U-Net joint heads (``label_map``) give one person, fully confident.
@@ -33,6 +34,7 @@ from hpe_jax.video import smoothing
 # A box around a person's joints misses the head top, hands and feet.
 POSE_BOX_SCALE = 1.25
 _DUPLICATE_OKS = 0.7
+_SAME_BOX_COVER = 0.6
 # Mean of the COCO-17 sigmas, for skeletons that have none.
 DEFAULT_SIGMA = 0.072
 
@@ -67,13 +69,22 @@ def pose_boxes(keypoints, threshold: float,
   kp = np.asarray(keypoints, np.float64).reshape(-1, *np.shape(keypoints)[-2:])
   seen = kp[..., 2] > threshold
   ok = seen.sum(-1) >= 2
-  big = np.inf
-  lo = np.where(seen[..., None], kp[..., :2], big).min(1)
-  hi = np.where(seen[..., None], kp[..., :2], -big).max(1)
+  # Poses without a seen joint get the empty box [0, 0, 0, 0].
+  lo = np.where(seen[..., None], kp[..., :2], np.inf).min(1)
+  hi = np.where(seen[..., None], kp[..., :2], -np.inf).max(1)
+  lo, hi = np.where(ok[:, None], lo, 0), np.where(ok[:, None], hi, 0)
   centre, half = (lo + hi) / 2, (hi - lo) / 2 * scale
-  boxes = np.where(ok[:, None], np.concatenate([centre - half, centre + half],
-                                               -1), 0)
-  return boxes.astype(np.float32), ok
+  return np.concatenate([centre - half, centre + half], -1).astype(
+      np.float32), ok
+
+
+def _covered(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
+  """[N] the largest fraction of each box's area inside one of `others`."""
+  lo = np.maximum(boxes[:, None, :2], others[None, :, :2])
+  hi = np.minimum(boxes[:, None, 2:], others[None, :, 2:])
+  inside = np.prod(np.clip(hi - lo, 0, None), -1)
+  area = np.prod(np.maximum(boxes[:, 2:] - boxes[:, :2], 1e-6), -1)
+  return (inside / area[:, None]).max(1)
 
 
 class PoseTracker:
@@ -121,7 +132,12 @@ class PoseTracker:
     if p.results == 'keypoints':
       given = np.zeros((0, 4), np.float32) if boxes is None else np.asarray(
           boxes, np.float32).reshape(-1, 4)
-      candidates = np.concatenate([given, self._followed_boxes(image)])
+      followed = self._followed_boxes(image)
+      if len(given) and len(followed):
+        # A detection replaces the followed box of the same person: both
+        # would give a pose, and near-duplicates split a track.
+        followed = followed[_covered(followed, given) <= _SAME_BOX_COVER]
+      candidates = np.concatenate([given, followed])
       result = p.predict(image, boxes=candidates if len(candidates) else None)
     else:
       result = p.predict(image)
