@@ -168,7 +168,7 @@ def _track(predictor, reader, stem: str) -> int:
   tracks = len({int(t) for f in frames for t in f.track_ids})
   print(f'{len(frames)} frames, {tracks} tracks, '
         f'{sum(len(f) for f in frames)} people found -> {out}')
-  return _finish(reader)
+  return video.exit_status(reader)
 
 
 def _estimates(predictor, image, frame):
@@ -256,14 +256,7 @@ def _propagate(predictor, reader, stem: str) -> int:
         f'{sum(not f.key_frame for f in frames)} propagated with '
         f'{_PROPAGATION.value}; {sum(len(r["track_ids"]) for r in review)} '
         f'people in {len(review)} frames flagged for review -> {path}')
-  return _finish(reader)
-
-
-def _finish(reader) -> int:
-  if reader.error:
-    print(reader.error)
-    return 1
-  return 0
+  return video.exit_status(reader)
 
 
 def main(argv):

@@ -176,6 +176,15 @@ class FrameFolder:
     pass
 
 
+def exit_status(reader: VideoReader | FrameFolder) -> int:
+  """A command's exit status after reading `reader`: 1, with the reason
+  printed, if it stopped before the end (`error`), else 0."""
+  if reader.error:
+    print(reader.error)
+    return 1
+  return 0
+
+
 def open_frames(path: str, fps: float = DEFAULT_FPS
                 ) -> VideoReader | FrameFolder:
   """A video file's `VideoReader`, or a folder's `FrameFolder` at `fps`."""

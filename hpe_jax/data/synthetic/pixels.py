@@ -74,6 +74,18 @@ def _noise_fields(rng: np.random.Generator, out: np.ndarray) -> np.ndarray:
   return out
 
 
+def _look_up(table: np.ndarray, surface: np.ndarray, planes) -> None:
+  """planes[i] = table[i][surface], for each row i of `table`."""
+  if table.shape[1] <= 256:
+    # cv2.LUT is several times faster than numpy indexing.
+    ids = surface.astype(np.uint8)
+    for i, plane in enumerate(planes):
+      cv2.LUT(ids, table[i], dst=plane)
+  else:
+    for i, plane in enumerate(planes):
+      np.take(table[i], surface, out=plane)
+
+
 def _paint(surface: np.ndarray, rows: np.ndarray, ws: Workspace,
            fields: np.ndarray) -> np.ndarray:
   """Float RGB image [H, W, 3] (in `ws`) of surface ids, their rows and the
@@ -82,14 +94,7 @@ def _paint(surface: np.ndarray, rows: np.ndarray, ws: Workspace,
                    np.float32)
   table[:, :len(rows)] = rows.T
   p = dict(zip(materials.ROW_FIELDS, ws.planes))
-  if len(rows) <= 256:
-    # cv2.LUT is several times faster than numpy indexing.
-    ids = surface.astype(np.uint8)
-    for i, plane in enumerate(ws.planes):
-      cv2.LUT(ids, table[i], dst=plane)
-  else:
-    for i, plane in enumerate(ws.planes):
-      np.take(table[i], surface, out=plane)
+  _look_up(table, surface, ws.planes)
   xs, ys = ws.xs, ws.ys
   a, b, t = ws.tmp
 
@@ -197,13 +202,7 @@ def _moved_fields(surface: np.ndarray, num_bg: int, noise_frames: np.ndarray,
       -1, 6).T
   if ws.maps is None:
     ws.maps = np.empty((6,) + surface.shape, np.float32)
-  if table.shape[1] <= 256:
-    ids = surface.astype(np.uint8)
-    for i, plane in enumerate(ws.maps):
-      cv2.LUT(ids, table[i], dst=plane)
-  else:
-    for i, plane in enumerate(ws.maps):
-      np.take(table[i], surface, out=plane)
+  _look_up(table, surface, ws.maps)
   ax, ay, a0, bx, by, b0 = ws.maps
   map_x = ax * ws.xs + ay * ws.ys + a0
   map_y = bx * ws.xs + by * ws.ys + b0
