@@ -12,6 +12,13 @@ protocol) or another dataset root. The metrics are printed and written to
 results (keypoints; part_rcnn with boxes, keypoints and masks) also write
 them to ``...results.json``. Works for every task, with the metrics of its
 evaluator.
+
+The mask tasks (pose_mask, segmentation) take ``--config.eval.refine=crf``
+or ``superpixel_graphcut`` (`hpe_jax.refinement.refine_option`): the
+metrics are then those of the refined masks, the network's own prefixed
+``unrefined/``, plus ``refine_seconds_per_image``; the CRF uses the run's
+searched params (``DIR/refine_search.json``) if there are any, and the
+summary JSON names the refinement (``refine``).
 """
 
 import json
@@ -32,7 +39,11 @@ def main(argv):
   config, model, variables, step, mesh = cli.load_run()
   task = tasks.make(config)
   dataset = datasets.build(config.dataset, 'eval')
-  evaluator = task.make_evaluator(config, dataset, model, mesh)
+  # Only the mask tasks have eval.refine; their refinement reads the run's
+  # searched params from the workdir.
+  refine = config.eval.get('refine')
+  extra = {'workdir': flags.FLAGS.workdir} if refine else {}
+  evaluator = task.make_evaluator(config, dataset, model, mesh, **extra)
   stem = f'{out_dir}/step{step}{task.protocol_suffix(config)}'
   written = [f'{stem}.json']
   metrics, _ = evaluator.evaluate(variables)
@@ -43,13 +54,26 @@ def main(argv):
                  dataset=config.dataset.name, examples=evaluator.count,
                  flip=config.eval.flip, boxes=config.eval.boxes,
                  metrics=metrics)
+  if refine:
+    summary['refine'] = evaluator.refiner.describe()
   storage.join(stem + '.json').write_text(json.dumps(summary, indent=2))
   print(f'{dataset.name} eval split, checkpoint step {step}, '
         f'{evaluator.count} examples, flip test '
-        f'{"on" if config.eval.flip else "off"}, boxes {config.eval.boxes}:')
+        f'{"on" if config.eval.flip else "off"}, boxes {config.eval.boxes}'
+        f'{_refine_text(summary.get("refine"))}:')
   for name, value in metrics.items():
     print(f'  {name:28s} {value:.4f}')
   print(f'written: {", ".join(written)}')
+
+
+def _refine_text(refine) -> str:
+  if not refine:
+    return ''
+  if 'crf_params' not in refine:
+    return f', refined by {refine["method"]}'
+  params = ', '.join(f'{k}={v:g}' for k, v in refine['crf_params'].items())
+  return (f', refined by crf ({params}; window {refine["crf_window"]}, '
+          f'{refine["crf_iterations"]} iterations)')
 
 
 if __name__ == '__main__':

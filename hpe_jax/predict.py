@@ -109,6 +109,14 @@ def people_summary(records: list[dict], threshold: float) -> str:
           'it')
 
 
+def _refine_args(config) -> dict:
+  # Only the mask tasks have eval.refine; their refinement reads the run's
+  # searched params from the workdir.
+  if config.eval.get('refine'):
+    return {'workdir': flags.FLAGS.workdir}
+  return {}
+
+
 def predict_video(config, skeleton) -> int:
   """`main` for a video input (module docstring)."""
   for flag in (_BOXES, _POSES):
@@ -130,7 +138,7 @@ def predict_video(config, skeleton) -> int:
   task = tasks.make(config)
   predictor = task.make_predictor(
       config, model, mesh, skeleton, min_score=_MIN_BOX_SCORE.value,
-      keypoint_threshold=_THRESHOLD.value)
+      keypoint_threshold=_THRESHOLD.value, **_refine_args(config))
   # Whole batches, so only the last chunk runs padding rows.
   batch = config.input.eval_batch_size
   chunk = batch * math.ceil(VIDEO_CHUNK_FRAMES / batch)
@@ -161,10 +169,7 @@ def predict_video(config, skeleton) -> int:
   if 'people' in frames[0]:
     summary += ', ' + people_summary(people, _THRESHOLD.value)
   print(f'{summary} (checkpoint step {step}) -> {out}')
-  if reader.error:
-    print(reader.error)
-    return 1
-  return 0
+  return video.exit_status(reader)
 
 
 def main(argv):
@@ -190,7 +195,7 @@ def main(argv):
     task = tasks.make(config)
     predictor = task.make_predictor(
         config, model, mesh, skeleton, min_score=_MIN_BOX_SCORE.value,
-        keypoint_threshold=_THRESHOLD.value)
+        keypoint_threshold=_THRESHOLD.value, **_refine_args(config))
     results = predictor.predict(variables, images, boxes=boxes, poses=poses)
   else:
     results, step = [], None

@@ -1,2 +1,4 @@
-"""Mask refinement after a network: a dense CRF (`dense_crf`) and SLIC
-superpixels with graph cut seeded from the skeleton (`superpixel_graphcut`)."""
+"""Mask refinement after a network: a dense CRF (`dense_crf`), SLIC
+superpixels with graph cut seeded from the skeleton (`superpixel_graphcut`),
+and the ``eval.refine`` option that runs either in evaluate and predict
+(`refine_option`)."""

@@ -59,6 +59,15 @@ def upgrade(fields: dict) -> dict:
     codec['decode'] = fields['eval'].pop('decode')
   fields.get('input', {}).setdefault('max_consecutive_damaged', 100)
   fields.setdefault('divergence_rollbacks', 0)
+  # Evaluation options added since (the mask tasks' eval.refine) are off
+  # by their task's defaults.
+  from hpe_jax import tasks  # pylint: disable=import-outside-toplevel
+  try:
+    defaults = tasks.get(fields['task']).default_eval_config().to_dict()
+  except ValueError:
+    defaults = {}  # an unknown task is reported where the run is used
+  for key, value in defaults.items():
+    fields.setdefault('eval', {}).setdefault(key, value)
   return fields
 
 

@@ -12,10 +12,16 @@ the crop grid by `segmentation_metrics.SegmentationMetrics`:
 the pooled variants and ``pixel_accuracy``. The skeleton prior alone (above
 0.5) is scored too, as ``prior/mask_iou`` etc., so every evaluation shows
 what the network adds to it. The primary metric is ``mask_iou``.
+With ``eval.refine`` (``crf`` or ``superpixel_graphcut``, see
+`hpe_jax.refinement.refine_option`) the masks are refined after the
+network: ``mask_iou`` etc. are then the refined masks', the network's own
+are ``unrefined/mask_iou`` etc., and ``refine_seconds_per_image`` is
+reported.
 
 Prediction takes the people's poses (e.g. a keypoint model's results, in
 its own skeleton or the training dataset's), crops each person around its
-joints and paints every person's mask in its own label, best score on top.
+joints and paints every person's mask (refined with ``eval.refine``) in its
+own label, best score on top.
 """
 
 from __future__ import annotations
@@ -38,6 +44,8 @@ from hpe_jax.data import warp
 from hpe_jax.evaluation import batched_prediction
 from hpe_jax.evaluation import segmentation_metrics
 from hpe_jax.ops import images as images_lib
+from hpe_jax.refinement import dense_crf
+from hpe_jax.refinement import refine_option
 from hpe_jax.runtime import sharding
 from hpe_jax.tasks import base
 from hpe_jax.training import losses
@@ -61,6 +69,12 @@ class PoseMaskTask(base.Task):
   @staticmethod
   def default_loss_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(name='mse'))  # or 'bce'
+
+  @staticmethod
+  def default_eval_config() -> ml_collections.ConfigDict:
+    config = base.default_eval_config()
+    config.refine = ''  # '', 'crf' or 'superpixel_graphcut'
+    return config
 
   def model_inputs(self, batch, dtype) -> dict:
     return {'images': images_lib.normalize(batch['image'], dtype),
@@ -90,17 +104,22 @@ class PoseMaskTask(base.Task):
     del config
     return ('keypoints', 'person_masks')
 
-  def make_evaluator(self, config, dataset, model, mesh):
+  def make_evaluator(self, config, dataset, model, mesh, workdir=None):
+    # `workdir`: where searched refinement params are (eval.refine).
     return PoseMaskEvaluator(
         dataset, config.input, config.eval, model=model, mesh=mesh,
         batch_size=config.input.eval_batch_size,
-        detections=base.load_detections(config, dataset))
+        detections=base.load_detections(config, dataset), workdir=workdir)
+
+  def protocol_suffix(self, config) -> str:
+    refine = config.eval.get('refine')
+    return super().protocol_suffix(config) + (f'_{refine}' if refine else '')
 
   def make_predictor(self, config, model, mesh, skeleton, *,
-                     min_score=0.3, keypoint_threshold=0.2):
+                     min_score=0.3, keypoint_threshold=0.2, workdir=None):
     del min_score
     return PoseMaskPredictor(config, model, mesh, skeleton,
-                             keypoint_threshold)
+                             keypoint_threshold, workdir=workdir)
 
   def serving_function(self, config, model, skeleton, *, min_score=0.3):
     del min_score
@@ -121,22 +140,28 @@ class PoseMaskTask(base.Task):
 TASK = PoseMaskTask
 
 
-def predict_mask(variables, batch, *, model, dtype):
-  """Predicted and prior masks [B, h, w] (uint8 0/1) of person crops."""
+def predict_mask(variables, batch, *, model, dtype, probs: bool = False):
+  """Predicted and prior masks [B, h, w] (uint8 0/1) of person crops and,
+  with `probs`, ``class_probs`` [B, h, w, 2]: (background, person)
+  probabilities of the tanh output, for refinement."""
   out = model.apply(variables, images_lib.normalize(batch['image'], dtype),
                     batch['keypoints'], train=False)
-  return {'labels': (out['mask'] > 0).astype(jnp.uint8),
-          'prior_labels': (out['prior'] > 0.5).astype(jnp.uint8)}
+  result = {'labels': (out['mask'] > 0).astype(jnp.uint8),
+            'prior_labels': (out['prior'] > 0.5).astype(jnp.uint8)}
+  if probs:
+    result['class_probs'] = dense_crf.binary_probs(out['mask'])
+  return result
 
 
-def predict_function(model):
+def predict_function(model, probs: bool = False):
   """`predict_mask` of one model: (variables, batch) -> dict."""
-  return functools.partial(predict_mask, model=model, dtype=model.dtype)
+  return functools.partial(predict_mask, model=model, dtype=model.dtype,
+                           probs=probs)
 
 
-def make_predict_fn(model, mesh):
+def make_predict_fn(model, mesh, probs: bool = False):
   """`predict_function` jitted over the mesh."""
-  return batched_prediction.jit_predict(predict_function(model), mesh)
+  return batched_prediction.jit_predict(predict_function(model, probs), mesh)
 
 
 class PoseMaskEvaluator:
@@ -145,7 +170,10 @@ class PoseMaskEvaluator:
   def __init__(self, dataset: example_lib.ImageDataset,
                input_cfg: ml_collections.ConfigDict,
                eval_cfg: ml_collections.ConfigDict, *, model, mesh,
-               batch_size: int, detections=None):
+               batch_size: int, detections=None, workdir=None):
+    # Checked first: a mistyped option fails before any data is read.
+    self.refiner = refine_option.make(eval_cfg, mesh, workdir=workdir,
+                                      skeleton=dataset.skeleton)
     if input_cfg.mode != 'top_down':
       raise ValueError("the pose-mask network sees person crops; set "
                        "input.mode='top_down'")
@@ -163,6 +191,9 @@ class PoseMaskEvaluator:
     self.batches, self.count = batched_prediction.eval_batches(
         dataset, input_cfg, batch_size, mesh)
     self.predict_fn = make_predict_fn(model, mesh)
+    self.refined_predict = (
+        None if self.refiner is None else
+        self.refiner.wrap(make_predict_fn(model, mesh, probs=True)))
     self.primary_metric = 'mask_iou'
     self.results = None
 
@@ -170,18 +201,29 @@ class PoseMaskEvaluator:
     """Metrics over the split and preview overlays of the first people."""
     model = segmentation_metrics.SegmentationMetrics(2)
     prior = segmentation_metrics.SegmentationMetrics(2)
+    refined = segmentation_metrics.SegmentationMetrics(2)
     previews = []
     tally = batched_prediction.ExampleTally()
+    keys = ('mask', 'keypoints')
+    predict = self.predict_fn
+    if self.refiner is not None:
+      self.refiner.reset()
+      predict = self.refined_predict
+      keys += ('image',)
     for host, global_batch in batched_prediction.host_predictions(
-        self.batches, self.predict_fn, variables, self.mesh,
-        ('mask', 'keypoints'), tally):
+        self.batches, predict, variables, self.mesh, keys, tally):
       model.add(host['labels'], host['mask'], host['valid'])
       prior.add(host['prior_labels'], host['mask'], host['valid'])
+      if self.refiner is not None:
+        host['labels'] = self.refiner.refined(host, host['keypoints'])
+        refined.add(host['labels'], host['mask'], host['valid'])
       if not previews:
         previews = self._previews(sharding.to_host(global_batch['image']),
                                   host)
     counts = tally.check(self.count, 'people')
     out = model.compute()
+    if self.refiner is not None:
+      out = self.refiner.metrics(refined.compute(), out)
     out.update(counts)
     out.update({f'prior/{k}': v for k, v in prior.compute().items()})
     return {k: float(v) for k, v in out.items()}, previews
@@ -197,9 +239,13 @@ class PoseMaskPredictor:
   """Every given person's mask, from its pose (``poses`` is required)."""
 
   def __init__(self, config, model, mesh, skeleton,
-               keypoint_threshold: float):
+               keypoint_threshold: float, workdir=None):
     self.config, self.mesh, self.skeleton = config, mesh, skeleton
-    self.predict_fn = make_predict_fn(model, mesh)
+    self.refiner = refine_option.make(config.eval, mesh, workdir=workdir,
+                                      skeleton=skeleton)
+    self.predict_fn = (
+        make_predict_fn(model, mesh) if self.refiner is None else
+        self.refiner.wrap(make_predict_fn(model, mesh, probs=True)))
     # Joints scoring below it are not given to the model.
     self.keypoint_threshold = keypoint_threshold
 
@@ -242,9 +288,13 @@ class PoseMaskPredictor:
     batches, _ = batched_prediction.eval_batches(
         images, self.config.input, self.config.input.eval_batch_size,
         self.mesh)
+    keys = ('image_id', 'person_index', 'affine', 'valid', 'gt_keypoints')
+    if self.refiner is not None:
+      keys += ('image', 'keypoints')
     for host, _ in batched_prediction.host_predictions(
-        batches, self.predict_fn, variables, self.mesh,
-        ('image_id', 'person_index', 'affine', 'valid', 'gt_keypoints')):
+        batches, self.predict_fn, variables, self.mesh, keys):
+      if self.refiner is not None:
+        host['labels'] = self.refiner.refined(host, host['keypoints'])
       for i in np.flatnonzero(host['valid']):
         found.setdefault(int(host['image_id'][i]), []).append(
             (int(host['person_index'][i]), host['labels'][i],

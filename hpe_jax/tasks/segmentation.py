@@ -24,8 +24,17 @@ images, against the ``mask`` (person) or ``part_map`` (body parts) labels:
 each with ``_flip`` appended when the flip test is on. The primary metric
 (for the best checkpoint) is ``mask_dice`` or ``part_miou``.
 
-Prediction: the whole image, letterboxed; the labels are mapped back to the
-image's size and the joints of each head into image pixels.
+With ``eval.refine`` (`hpe_jax.refinement.refine_option`) the masks are
+refined after the network: ``crf`` on the class probabilities (person or
+parts), ``superpixel_graphcut`` for person masks from the ground-truth
+keypoints of every person in the image (a dataset without keypoints, or a
+part-map run, is refused). The mask metrics are then the refined masks',
+the network's own are ``unrefined/<name>``, and
+``refine_seconds_per_image`` is reported.
+
+Prediction: the whole image, letterboxed; the labels (refined with
+``eval.refine``; graph cut takes the people from ``poses``) are mapped back
+to the image's size and the joints of each head into image pixels.
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import dataclasses
 import functools
 import json
 
+from absl import app
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -50,6 +60,7 @@ from hpe_jax.evaluation import batched_prediction
 from hpe_jax.evaluation import pck
 from hpe_jax.evaluation import segmentation_metrics
 from hpe_jax.ops import images as images_lib
+from hpe_jax.refinement import refine_option
 from hpe_jax.runtime import sharding
 from hpe_jax.tasks import base
 from hpe_jax.training import losses
@@ -86,6 +97,12 @@ class SegmentationTask(base.Task):
         joint_softmax_weight=1.0,
         joint_softmax_target='hard',  # or 'gaussian' (soft targets)
     ))
+
+  @staticmethod
+  def default_eval_config() -> ml_collections.ConfigDict:
+    config = base.default_eval_config()
+    config.refine = ''  # '', 'crf' or 'superpixel_graphcut'
+    return config
 
   def loss(self, outputs, batch):
     cfg = self.loss_cfg
@@ -133,21 +150,27 @@ class SegmentationTask(base.Task):
       labels += ('keypoints',)
     return labels
 
-  def make_evaluator(self, config, dataset, model, mesh):
+  def make_evaluator(self, config, dataset, model, mesh, workdir=None):
+    # `workdir`: where searched refinement params are (eval.refine).
     return SegmentationEvaluator(
         dataset, config.input, config.eval, self.codec, model=model,
         mesh=mesh, batch_size=config.input.eval_batch_size,
-        target=self.loss_cfg.mask_target)
+        target=self.loss_cfg.mask_target, workdir=workdir)
+
+  def protocol_suffix(self, config) -> str:
+    return super().protocol_suffix(config) + _refine_suffix(config)
 
   def part_schema(self, config):
     return (datasets.part_schema(config.dataset)
             if self.loss_cfg.mask_target == 'part_map' else None)
 
   def make_predictor(self, config, model, mesh, skeleton, *,
-                     min_score=0.3, keypoint_threshold=0.2):
-    del min_score, keypoint_threshold
+                     min_score=0.3, keypoint_threshold=0.2, workdir=None):
+    del min_score
     return SegmentationPredictor(config, model, mesh, skeleton,
-                                 self.part_schema(config))
+                                 self.part_schema(config),
+                                 keypoint_threshold=keypoint_threshold,
+                                 workdir=workdir)
 
   def serving_function(self, config, model, skeleton, *, min_score=0.3):
     del min_score
@@ -183,6 +206,26 @@ class SegmentationTask(base.Task):
 TASK = SegmentationTask
 
 
+def _refine_suffix(config) -> str:
+  refine = config.eval.get('refine')
+  return f'_{refine}' if refine else ''
+
+
+def check_graphcut(refiner, target: str, dataset=None) -> None:
+  """Graph cut makes person masks from keypoints: refuses part maps and
+  evaluation datasets without keypoints (one line)."""
+  if refiner is None or refiner.method != 'superpixel_graphcut':
+    return
+  if target != 'mask':
+    raise errors.ConfigError(
+        'eval.refine=superpixel_graphcut makes person masks; this run '
+        'predicts body parts (use eval.refine=crf)')
+  if dataset is not None and dataset.skeleton is None:
+    raise errors.ConfigError(
+        'eval.refine=superpixel_graphcut is seeded from the people\'s '
+        f'keypoints and {dataset.name} has none (use eval.refine=crf)')
+
+
 def _joint_maps(out, head: str):
   """[B, h, w, K] maps whose per-channel argmax locates each joint.
 
@@ -198,21 +241,26 @@ def _joint_maps(out, head: str):
 
 
 def predict_segmentation(variables, batch, *, model, flip: bool,
-                         class_flip_lut, joint_flip_permutation, dtype):
-  """Mask labels [B, h, w] and, per joint head, joints in image pixels."""
+                         class_flip_lut, joint_flip_permutation, dtype,
+                         probs: bool = False):
+  """Mask labels [B, h, w] and, per joint head, joints in image pixels;
+  with `probs` also the class probabilities ``class_probs`` [B, h, w, C]
+  (for refinement)."""
   images = images_lib.normalize(batch['image'], dtype)
   out = model.apply(variables, images, train=False)
-  probs = jax.nn.softmax(out['mask_logits'], axis=-1)
+  class_probs = jax.nn.softmax(out['mask_logits'], axis=-1)
   heads = [h for h, key in JOINT_OUTPUTS.items() if key in out]
   maps = {h: _joint_maps(out, h) for h in heads}
   if flip:
     mirrored = model.apply(variables, images[:, :, ::-1], train=False)
     back = jax.nn.softmax(mirrored['mask_logits'], axis=-1)[:, :, ::-1]
-    probs = (probs + back[..., class_flip_lut]) / 2
+    class_probs = (class_probs + back[..., class_flip_lut]) / 2
     maps = {h: heatmap.flip_test_average(
         maps[h], _joint_maps(mirrored, h), joint_flip_permutation)
             for h in heads}
-  result = {'labels': jnp.argmax(probs, -1).astype(jnp.uint8)}
+  result = {'labels': jnp.argmax(class_probs, -1).astype(jnp.uint8)}
+  if probs:
+    result['class_probs'] = class_probs
   for h in heads:
     coords, _ = heatmap.decode_heatmaps(maps[h], 'argmax')
     result[f'{h}_grid_xy'] = coords
@@ -221,12 +269,14 @@ def predict_segmentation(variables, batch, *, model, flip: bool,
   return result
 
 
-def predict_function(model, skeleton, part_schema, flip: bool):
+def predict_function(model, skeleton, part_schema, flip: bool,
+                     probs: bool = False):
   """`predict_segmentation` of one model: (variables, batch) -> dict.
 
   `part_schema` is the schema of part-map models (None for person masks)
   and `skeleton` that of the joint heads (None without them); the flip
-  test swaps their left and right labels.
+  test swaps their left and right labels. `probs` adds the class
+  probabilities.
   """
   lut = np.arange(model.num_classes)
   if part_schema is not None:
@@ -235,13 +285,14 @@ def predict_function(model, skeleton, part_schema, flip: bool):
           else np.zeros(0, np.int32))
   return functools.partial(predict_segmentation, model=model, flip=flip,
                            class_flip_lut=lut, joint_flip_permutation=perm,
-                           dtype=model.dtype)
+                           dtype=model.dtype, probs=probs)
 
 
-def make_predict_fn(model, skeleton, part_schema, flip: bool, mesh):
+def make_predict_fn(model, skeleton, part_schema, flip: bool, mesh,
+                    probs: bool = False):
   """`predict_function` jitted over the mesh."""
   return batched_prediction.jit_predict(
-      predict_function(model, skeleton, part_schema, flip), mesh)
+      predict_function(model, skeleton, part_schema, flip, probs), mesh)
 
 
 class SegmentationEvaluator:
@@ -251,7 +302,11 @@ class SegmentationEvaluator:
                input_cfg: ml_collections.ConfigDict,
                eval_cfg: ml_collections.ConfigDict,
                codec: heatmap.HeatmapCodec, *, model, mesh,
-               batch_size: int, target: str = 'mask'):
+               batch_size: int, target: str = 'mask', workdir=None):
+    # Checked first: a mistaken option fails before any data is read.
+    self.refiner = refine_option.make(eval_cfg, mesh, workdir=workdir,
+                                      skeleton=dataset.skeleton)
+    check_graphcut(self.refiner, target, dataset)
     if input_cfg.mode != 'full_image':
       raise ValueError('segmentation models evaluate full images; set '
                        "input.mode='full_image'")
@@ -282,10 +337,13 @@ class SegmentationEvaluator:
                   if getattr(model, 'joint_head', 'none') in (h, 'both')]
     self.batches, self.count = batched_prediction.eval_batches(
         dataset, input_cfg, batch_size, mesh)
-    self.predict_fn = make_predict_fn(
-        model, dataset.skeleton,
-        dataset.part_schema if target == 'part_map' else None,
-        eval_cfg.flip, mesh)
+    schema = dataset.part_schema if target == 'part_map' else None
+    self.predict_fn = make_predict_fn(model, dataset.skeleton, schema,
+                                      eval_cfg.flip, mesh)
+    self.refined_predict = (
+        None if self.refiner is None else self.refiner.wrap(make_predict_fn(
+            model, dataset.skeleton, schema, eval_cfg.flip, mesh,
+            probs=True)))
     suffix = '_flip' if eval_cfg.flip else ''
     self.primary_metric = ('part_miou' if target == 'part_map'
                            else 'mask_dice') + suffix
@@ -295,15 +353,25 @@ class SegmentationEvaluator:
 
   def evaluate(self, variables) -> tuple[dict[str, float], list[np.ndarray]]:
     """Metrics over the split and preview overlays of the first images."""
-    metrics = segmentation_metrics.SegmentationMetrics(self.num_classes,
-                                                       self.class_names)
+    metrics, refined = (
+        segmentation_metrics.SegmentationMetrics(self.num_classes,
+                                                 self.class_names)
+        for _ in range(2))
     keys = [self.target, 'person_valid', 'gt_keypoints']
     joints = {h: [] for h in self.heads}
     gt, previews = [], []
     tally = batched_prediction.ExampleTally()
+    predict = self.predict_fn
+    if self.refiner is not None:
+      self.refiner.reset()
+      predict = self.refined_predict
+      keys += ['image', 'keypoints']
     for host, global_batch in batched_prediction.host_predictions(
-        self.batches, self.predict_fn, variables, self.mesh, keys, tally):
+        self.batches, predict, variables, self.mesh, keys, tally):
       metrics.add(host['labels'], host[self.target], host['valid'])
+      if self.refiner is not None:
+        host['labels'] = self.refiner.refined(host, _people_keypoints(host))
+        refined.add(host['labels'], host[self.target], host['valid'])
       one_person = host['valid'] & (host['person_valid'].sum(-1) == 1)
       gt.append(host['gt_keypoints'][one_person, 0])
       for h in self.heads:
@@ -312,17 +380,19 @@ class SegmentationEvaluator:
         previews = self._previews(sharding.to_host(global_batch['image']),
                                   host)
     counts = tally.check(self.count, 'images')
-    out = metrics.compute()
+    suffix = '_flip' if self.cfg.flip else ''
+    out = {k + suffix: v for k, v in metrics.compute().items()}
+    if self.refiner is not None:
+      out = self.refiner.metrics(
+          {k + suffix: v for k, v in refined.compute().items()}, out)
     gt = np.concatenate(gt)
     skeleton = self.dataset.skeleton
     for h in self.heads:
       if len(gt) and skeleton.torso is not None:
-        out[self._pck_name(h)] = pck.pck_accuracy(
+        out[self._pck_name(h) + suffix] = pck.pck_accuracy(
             np.concatenate(joints[h]), gt[..., :2], gt[..., 2] > 0,
             pck.torso_size(gt, skeleton), PCK_ALPHA).mean
-    suffix = '_flip' if self.cfg.flip else ''
-    return {**{k + suffix: float(v) for k, v in out.items()}, **counts
-            }, previews
+    return {**{k: float(v) for k, v in out.items()}, **counts}, previews
 
   def _previews(self, images, host) -> list[np.ndarray]:
     n = min(self.cfg.num_preview_images, int(host['valid'].sum()))
@@ -338,21 +408,79 @@ class SegmentationEvaluator:
     return out
 
 
+def _people_keypoints(host) -> np.ndarray:
+  """[B, N, K, 3] keypoints on the mask grid, padding people unlabelled."""
+  kp = host['keypoints'].copy()
+  kp[..., 2] *= host['person_valid'][..., None]
+  return kp
+
+
 class SegmentationPredictor:
   """Masks or part maps, and the joints of the joint heads, per image."""
 
-  def __init__(self, config, model, mesh, skeleton, part_schema):
+  def __init__(self, config, model, mesh, skeleton, part_schema, *,
+               keypoint_threshold: float = 0.2, workdir=None):
     self.config, self.mesh, self.part_schema = config, mesh, part_schema
+    self.refiner = refine_option.make(config.eval, mesh, workdir=workdir)
+    check_graphcut(self.refiner,
+                   'mask' if part_schema is None else 'part_map')
+    self.skeleton = skeleton
+    # Graph cut's people (``poses``) give their joints scoring above it.
+    self.keypoint_threshold = keypoint_threshold
     self.predict_fn = make_predict_fn(model, skeleton, part_schema,
                                       config.eval.flip, mesh)
+    if self.refiner is not None:
+      self.predict_fn = self.refiner.wrap(make_predict_fn(
+          model, skeleton, part_schema, config.eval.flip, mesh, probs=True))
     self.heads = [h for h in JOINT_OUTPUTS
                   if getattr(model, 'joint_head', 'none') in (h, 'both')]
 
+  def _poses_skeleton(self, poses):
+    """The skeleton of `poses`' people, by their joint count."""
+    known = [s for s in (self.skeleton, *skeletons.SKELETONS.values())
+             if s is not None]
+    for kp, _ in poses.values():
+      for candidate in known:
+        if candidate.num_joints == kp.shape[1]:
+          return candidate
+      raise example_lib.DatasetError(
+          f'poses: people with {kp.shape[1]} joints match no known '
+          f'skeleton ({", ".join(s.name for s in known)})')
+    return known[0] if known else skeletons.COCO17
+
+  def _grid_keypoints(self, poses, image_id, affine, num_joints):
+    """[N, K, 3] the people of `poses` in one image on the mask grid,
+    joints at or below the keypoint threshold unlabelled."""
+    kp = np.array(poses.get(image_id, (np.zeros((0, num_joints, 3)),))[0],
+                  np.float64)
+    xy = kp[..., :2] @ np.asarray(affine)[:, :2].T + np.asarray(affine)[:, 2]
+    labelled = kp[..., 2] > self.keypoint_threshold
+    return np.concatenate([xy, labelled[..., None] * 2.0], -1)
+
   def predict(self, variables, images, boxes=None, poses=None):
-    del boxes, poses
+    del boxes
+    refine = self.refiner.method if self.refiner is not None else ''
+    keys = ()
+    if refine == 'superpixel_graphcut':
+      if poses is None:
+        raise app.UsageError(
+            'eval.refine=superpixel_graphcut is seeded from the people\'s '
+            'keypoints: give them with --poses (COCO keypoint results)')
+      poses_skeleton = self._poses_skeleton(poses)
+      keys = ('image',)
 
     def result_of(ann, host, i):
-      labels = warp.labels_to_image(host['labels'][i], host['affine'][i],
+      labels = host['labels'][i]
+      if refine == 'crf':
+        labels = host['refined_labels'][i]
+      elif refine:
+        kp = self._grid_keypoints(poses, ann['image_id'], host['affine'][i],
+                                  poses_skeleton.num_joints)
+        labels = self.refiner.graphcut(
+            host['image'][i:i + 1], kp[None],
+            host['class_probs'][i:i + 1, ..., 1], [True],
+            skeleton=poses_skeleton)[0]
+      labels = warp.labels_to_image(labels, host['affine'][i],
                                     (ann['height'], ann['width']))
       return {'image_id': ann['image_id'], 'label_images': {'labels': labels},
               'joints': {h: host[f'{h}_keypoints'][i] for h in self.heads},
@@ -360,4 +488,4 @@ class SegmentationPredictor:
 
     return batched_prediction.predict_images(
         images, self.config.input, self.config.input.eval_batch_size,
-        self.predict_fn, variables, self.mesh, result_of)
+        self.predict_fn, variables, self.mesh, result_of, keys)
