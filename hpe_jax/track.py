@@ -53,6 +53,7 @@ from hpe_jax import visualization
 from hpe_jax.data import coco
 from hpe_jax.data import skeletons
 from hpe_jax.data import video
+from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.serving import exported
 from hpe_jax.serving import exporter
 from hpe_jax.serving import results
@@ -122,16 +123,8 @@ def _detections() -> dict[int, np.ndarray] | None:
   """--boxes' boxes [N, 4] per frame number."""
   if not _BOXES.value:
     return None
-  try:
-    with open(_BOXES.value) as f:
-      entries = json.load(f)
-  except (OSError, ValueError) as e:
-    raise errors.ReportableError(f'{_BOXES.value}: unreadable ({e})') from None
-  frames = {e['image_id'] for e in entries if isinstance(e, dict) and
-            isinstance(e.get('image_id'), int)} if isinstance(
-                entries, list) else ()
-  found = coco.load_detections(_BOXES.value, frames, _MIN_SCORE.value)
-  return {i: boxes[:, :4] for i, (boxes, _) in found.items() if len(boxes)}
+  found = coco.load_detections(_BOXES.value, None, _MIN_SCORE.value)
+  return {i: boxes for i, (boxes, _) in found.items() if len(boxes)}
 
 
 def _track(predictor, reader, stem: str) -> int:
@@ -208,7 +201,8 @@ def _propagate(predictor, reader, stem: str) -> int:
       raise errors.ReportableError(
           f'{_ANNOTATIONS.value}: people with {k} joints; without a model '
           'only COCO-17 people can be drawn (give --model for its skeleton)')
-  sigmas = tracking.oks_sigmas(skeleton.oks_sigmas, skeleton.num_joints)
+  sigmas = coco_keypoints.sigmas_or_mean(skeleton.oks_sigmas,
+                                        skeleton.num_joints)
   with reader:
     frames = annotation_propagation.propagate(
         reader.frames(), key_frames, _PROPAGATION.value, sigmas,

@@ -301,6 +301,11 @@ def test_detections(tmp_path):
   np.testing.assert_array_equal(boxes, [[5, 5, 6, 7], [0, 0, 10, 20]])
   assert boxes.dtype == scores.dtype == np.float32
   assert out[2][0].shape == (0, 4) and out[3][1].shape == (0,)
+  # Without ids (e.g. frame numbers of a video): every id in the file with
+  # a detection above the threshold.
+  every = coco.load_detections(str(path), None, min_score=0.1)
+  assert sorted(every) == [1, 42]
+  np.testing.assert_array_equal(every[1][0], boxes)
   with pytest.raises(example.DatasetError, match='nope.json'):
     coco.load_detections(str(tmp_path / 'nope.json'), [1])
   path.write_text('{"image_id": 1}')

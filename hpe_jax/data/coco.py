@@ -350,7 +350,7 @@ class CocoKeypoints(example.ImageDataset):
 
 
 def load_detections(
-    path: str, coco_dataset_or_image_ids: CocoKeypoints | Iterable[int],
+    path: str, coco_dataset_or_image_ids: CocoKeypoints | Iterable[int] | None,
     min_score: float = 0.0,
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
   """Reads person boxes from a COCO detection results file.
@@ -359,11 +359,11 @@ def load_detections(
     path: JSON list of ``{image_id, category_id, bbox: [x, y, w, h],
       score}``.
     coco_dataset_or_image_ids: the dataset the detections are for, or its
-      image ids.
+      image ids; None: any integer image id (e.g. frame numbers).
     min_score: detections scoring lower are dropped.
 
   Returns:
-    For every image id of the dataset, ``(boxes, scores)``: float32 [N, 4]
+    For every image id of the dataset (None: every id in the file), ``(boxes, scores)``: float32 [N, 4]
     x1, y1, x2, y2 and float32 [N] of its person detections, highest score
     first (N may be 0). Other categories are ignored; entries for unknown
     image ids and malformed entries are skipped, counted and logged.
@@ -431,15 +431,18 @@ def load_keypoint_results(
   return results
 
 
-def _read_results(path: str, image_ids: Iterable[int], parse, what: str,
-                  min_score: float) -> dict[int, tuple[list, list]]:
+def _read_results(path: str, image_ids: Iterable[int] | None, parse,
+                  what: str, min_score: float
+                  ) -> dict[int, tuple[list, list]]:
   """Person entries of a COCO results file, parsed, per image id.
 
-  Returns {image_id: (parsed values, scores)} for every id in `image_ids`,
-  highest score first; entries of other categories are ignored, and
-  malformed ones (unknown image id, bad numbers) are skipped and logged.
+  Returns {image_id: (parsed values, scores)} for every id in `image_ids`
+  (None: every id in the file), highest score first; entries of other
+  categories are ignored, and malformed ones (unknown image id, bad
+  numbers) are skipped and logged.
   """
-  found = {int(i): [] for i in image_ids}
+  any_id = image_ids is None
+  found = {} if any_id else {int(i): [] for i in image_ids}
   entries = _load_json(path)
   if not isinstance(entries, list):
     raise example.DatasetError(f'{path}: expected a list of {what}')
@@ -450,7 +453,8 @@ def _read_results(path: str, image_ids: Iterable[int], parse, what: str,
         raise _MalformedEntry('not an object')
       if entry.get('category_id') != PERSON_CATEGORY_ID:
         continue
-      if not _is_int(entry.get('image_id')) or entry['image_id'] not in found:
+      if not _is_int(entry.get('image_id')) or (
+          not any_id and entry['image_id'] not in found):
         raise _MalformedEntry(f'unknown image_id {entry.get("image_id")!r}')
       value = parse(entry)
       score, = _numbers([entry.get('score')], 'score')
@@ -458,7 +462,7 @@ def _read_results(path: str, image_ids: Iterable[int], parse, what: str,
       skipped.append(f'entry {i}: {e}')
       continue
     if score >= min_score:
-      found[entry['image_id']].append((score, value))
+      found.setdefault(entry['image_id'], []).append((score, value))
   if skipped:
     logging.warning('%s: skipped %d of %d %s, e.g. %s', path, len(skipped),
                     len(entries), what, '; '.join(skipped[:3]))

@@ -22,6 +22,7 @@ from pycocotools import coco as coco_api
 from pycocotools import cocoeval
 
 from hpe_jax.data import coco
+from hpe_jax.data import skeletons
 
 # Names of COCOeval.stats for keypoints, in its order.
 METRIC_NAMES = ('oks_ap', 'oks_ap50', 'oks_ap75', 'oks_ap_medium',
@@ -99,6 +100,15 @@ def oks_matrix(keypoints, areas, sigmas) -> np.ndarray:
     sigmas: [K] per-joint OKS sigmas.
   """
   return oks_terms(keypoints, areas, keypoints, areas, sigmas).mean(-1)
+
+
+def sigmas_or_mean(sigmas, num_joints: int) -> np.ndarray:
+  """A skeleton's OKS sigmas [K]; for a skeleton without them (LSP, MPII,
+  your own), COCO's mean sigma for every joint: OKS needs some per-joint
+  scale."""
+  if sigmas is None:
+    sigmas = [np.mean(skeletons.COCO17.oks_sigmas)] * num_joints
+  return np.asarray(sigmas, np.float64)
 
 
 def oks_terms(keypoints, areas, others, other_areas, sigmas) -> np.ndarray:

@@ -262,12 +262,11 @@ def pose_nms(results: list[dict], skeleton: skeletons.Skeleton) -> list[dict]:
   """OKS-NMS per image, removing duplicate poses of overlapping boxes.
 
   A skeleton without OKS sigmas (LSP, MPII, your own) uses COCO's mean
-  sigma for every joint: OKS needs some per-joint scale, and without one
+  sigma for every joint (`coco_keypoints.sigmas_or_mean`): without one
   every pose but the best of an image was dropped.
   """
-  sigmas = np.asarray(skeleton.oks_sigmas or
-                      [np.mean(skeletons.COCO17.oks_sigmas)] *
-                      skeleton.num_joints)
+  sigmas = coco_keypoints.sigmas_or_mean(skeleton.oks_sigmas,
+                                        skeleton.num_joints)
   kept = []
   by_image: dict[int, list] = {}
   for r in results:

@@ -37,6 +37,7 @@ from hpe_jax.data import example
 from hpe_jax.video import association
 from hpe_jax.video import propagation
 from hpe_jax.video import smoothing
+from hpe_jax.video import tracking
 
 # A key frame's joints count as measurements this many times as certain as
 # a propagated one's.
@@ -134,11 +135,10 @@ def _continue_ids(key: KeyFrame, live: dict[int, np.ndarray], sigmas,
   missing = np.flatnonzero(ids < 0)
   if len(missing) and free:
     poses = np.stack([live[t] for t in free])
-    from_box = lambda kp: np.concatenate(
-        [kp[..., :2].min(-2), kp[..., :2].max(-2)], -1)
+    box = lambda kp: tracking.pose_boxes(kp, 0.0, 1.0)[0]
     scores = association.similarity(key.keypoints[missing],
-                                    from_box(key.keypoints[missing]), poses,
-                                    from_box(poses), sigmas, 0.0)
+                                    box(key.keypoints[missing]), poses,
+                                    box(poses), sigmas, 0.0)
     for row, col in association.assign(scores, _MIN_MATCH_OKS):
       ids[missing[row]] = free[col]
   for i in np.flatnonzero(ids < 0):
@@ -200,27 +200,15 @@ def propagate(frames, key_frames: dict[int, KeyFrame], method: str,
 
 def _smooth(frames: list[PropagatedFrame], model) -> None:
   """Smooths every track in place, key frames as anchors."""
-  ids = sorted({int(i) for f in frames for i in f.track_ids})
-  if not ids:
-    return
-  column = {t: c for c, t in enumerate(ids)}
-  k = next(f.keypoints.shape[1] for f in frames if len(f.track_ids))
-  xy = np.zeros((len(frames), len(ids), k, 2), np.float32)
-  confidence = np.zeros((len(frames), len(ids), k), np.float32)
-  valid = np.zeros((len(frames), len(ids), k), bool)
-  for t, f in enumerate(frames):
-    cols = [column[int(i)] for i in f.track_ids]
-    xy[t, cols] = f.keypoints[..., :2]
-    valid[t, cols] = f.keypoints[..., 2] > 0
-    confidence[t, cols] = _KEY_FRAME_CONFIDENCE if f.key_frame else 1.0
-  smoothed, _ = smoothing.rts_smooth(xy, confidence, valid, model)
-  smoothed = np.asarray(smoothed)
-  for t, f in enumerate(frames):
-    cols = [column[int(i)] for i in f.track_ids]
-    seen = f.keypoints[..., 2:] > 0
+  xy = smoothing.smooth_tracks(
+      [f.track_ids for f in frames], [f.keypoints[..., :2] for f in frames],
+      [np.full(f.keypoints.shape[:2], _KEY_FRAME_CONFIDENCE if f.key_frame
+               else 1.0) for f in frames],
+      [f.keypoints[..., 2] > 0 for f in frames], model)
+  for f, smoothed in zip(frames, xy):
     # Key frames stay exactly as labelled; lost joints stay unlabelled.
     if not f.key_frame:
-      f.keypoints[..., :2] = np.where(seen, smoothed[t, cols],
+      f.keypoints[..., :2] = np.where(f.keypoints[..., 2:] > 0, smoothed,
                                       f.keypoints[..., :2])
 
 
@@ -235,15 +223,11 @@ def agreement(propagated: PropagatedFrame, estimated: np.ndarray,
     return out
   kp = propagated.keypoints
   seen = kp[..., 2] > 0
-  big = np.inf
-  boxes = np.concatenate([np.where(seen[..., None], kp[..., :2], big).min(1),
-                          np.where(seen[..., None], kp[..., :2], -big).max(1)],
-                         -1)
-  boxes = np.where(np.isfinite(boxes), boxes, 0)
   # Labelled joints count as fully confident in the similarity.
   scores = association.similarity(
       np.concatenate([kp[..., :2], seen[..., None].astype(np.float32)], -1),
-      boxes, estimated, estimated_boxes, sigmas, keypoint_threshold)
+      tracking.pose_boxes(kp, 0.0, 1.0)[0], estimated, estimated_boxes,
+      sigmas, keypoint_threshold)
   for row, col in association.assign(scores, 0.0):
     out[row] = scores[row, col]
   return out

@@ -14,7 +14,8 @@ so the first detection sets the position.
 `kalman_filter` runs forward with `lax.scan`; `rts_smooth` runs it and then
 backward, so each frame uses the frames after it too (offline, e.g. for
 propagating annotations). Both are pure functions of fixed-shape arrays
-[T, ...] and jit as they are.
+[T, ...] and jit as they are. `smooth_tracks` smooths the people of a
+sequence given frame by frame (track ids and poses per frame).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,3 +141,36 @@ def rts_smooth(xy, confidence, valid, model: MotionModel = MotionModel()
   smooth_cov = jnp.concatenate([smooth_cov, cov[-1:]])
   return (smooth_mean[..., :2],
           jnp.diagonal(smooth_cov, axis1=-2, axis2=-1)[..., :2])
+
+
+def smooth_tracks(track_ids, xy, confidence, valid,
+                  model: MotionModel = MotionModel()) -> list[np.ndarray]:
+  """`rts_smooth` of tracks given frame by frame.
+
+  Args:
+    track_ids: per frame, the track ids [N_t] of its people.
+    xy: per frame, their joints [N_t, K, 2].
+    confidence: per frame, the joints' confidences [N_t, K].
+    valid: per frame, which joints were measured [N_t, K].
+    model: the motion model.
+
+  Returns:
+    Per frame, the smoothed joints [N_t, K, 2]; a joint never measured in
+    its track keeps its positions (the smoother has nothing to go on).
+  """
+  ids = sorted({int(i) for frame in track_ids for i in frame})
+  if not ids:
+    return [np.asarray(x, np.float32).copy() for x in xy]
+  column = {t: c for c, t in enumerate(ids)}
+  cols = [[column[int(i)] for i in frame] for frame in track_ids]
+  k = next(np.shape(x)[1] for x in xy if len(x))
+  shape = (len(cols), len(ids), k)
+  stacked = np.zeros((*shape, 2), np.float32)
+  conf = np.zeros(shape, np.float32)
+  measured = np.zeros(shape, bool)
+  for t, c in enumerate(cols):
+    stacked[t, c], conf[t, c], measured[t, c] = xy[t], confidence[t], valid[t]
+  smoothed, _ = rts_smooth(stacked, conf, measured, model)
+  smoothed = np.where(measured.any(0)[..., None], np.asarray(smoothed),
+                      stacked)
+  return [smoothed[t, c] for t, c in enumerate(cols)]

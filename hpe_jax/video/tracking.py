@@ -11,14 +11,15 @@ depends on the export (its ``results``):
   (`propagation`), so a person found once is followed without a detector;
   with neither (the first frame, or everyone lost), the whole frame is one
   person. A followed box mostly inside a detection (more than
-  `_SAME_BOX_COVER` of its area) gives way to it. Poses that come out nearly the same (OKS above `_DUPLICATE_OKS`)
-  are one person: the better scoring one is kept.
+  `_SAME_BOX_COVER` of its area) gives way to it. Poses that come out
+  nearly the same are one person (`coco_keypoints.oks_nms` at OKS
+  `_DUPLICATE_OKS`).
 - detectors (``people``: part_rcnn) find the people themselves.
 - U-Net joint heads (``label_map``) give one person, fully confident.
 
-`smooth_tracks` then smooths each track offline (`smoothing.rts_smooth`,
-the joint scores as confidences, joints at or below the threshold
-masked) within the frames where the track was seen.
+`smooth_tracks` then smooths each track offline
+(`smoothing.smooth_tracks`, the joint scores as confidences, joints at or
+below the threshold masked) within the frames where the track was seen.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ import dataclasses
 
 import numpy as np
 
+from hpe_jax.data import example
+from hpe_jax.evaluation import coco_keypoints
 from hpe_jax.video import association
 from hpe_jax.video import propagation
 from hpe_jax.video import smoothing
@@ -35,15 +38,6 @@ from hpe_jax.video import smoothing
 POSE_BOX_SCALE = 1.25
 _DUPLICATE_OKS = 0.7
 _SAME_BOX_COVER = 0.6
-# Mean of the COCO-17 sigmas, for skeletons that have none.
-DEFAULT_SIGMA = 0.072
-
-
-def oks_sigmas(sigmas, num_joints: int) -> np.ndarray:
-  """A skeleton's OKS sigmas [K], or `DEFAULT_SIGMA` for each joint where
-  it has none."""
-  return np.asarray(sigmas if sigmas is not None else
-                    [DEFAULT_SIGMA] * num_joints, np.float64)
 
 
 @dataclasses.dataclass
@@ -66,16 +60,15 @@ def pose_boxes(keypoints, threshold: float,
   """Boxes [N, 4] around the joints of poses [N, K, 3] scoring above
   `threshold`, enlarged `scale` times, and which poses have two such joints
   (the others get an empty box)."""
-  kp = np.asarray(keypoints, np.float64).reshape(-1, *np.shape(keypoints)[-2:])
+  kp = np.asarray(keypoints, np.float32).reshape(-1, *np.shape(keypoints)[-2:])
   seen = kp[..., 2] > threshold
   ok = seen.sum(-1) >= 2
-  # Poses without a seen joint get the empty box [0, 0, 0, 0].
-  lo = np.where(seen[..., None], kp[..., :2], np.inf).min(1)
-  hi = np.where(seen[..., None], kp[..., :2], -np.inf).max(1)
-  lo, hi = np.where(ok[:, None], lo, 0), np.where(ok[:, None], hi, 0)
-  centre, half = (lo + hi) / 2, (hi - lo) / 2 * scale
-  return np.concatenate([centre - half, centre + half], -1).astype(
-      np.float32), ok
+  tight = example.boxes_from_keypoints(
+      np.concatenate([kp[..., :2], seen[..., None]], -1))
+  tight[~ok] = 0
+  centre, half = (tight[:, :2] + tight[:, 2:]) / 2, (
+      tight[:, 2:] - tight[:, :2]) / 2 * scale
+  return np.concatenate([centre - half, centre + half], -1), ok
 
 
 def _covered(boxes: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -106,7 +99,8 @@ class PoseTracker:
     self.keypoint_threshold = keypoint_threshold
     skeleton = predictor.metadata['skeleton']
     self.num_joints = len(skeleton['joint_names'])
-    self.sigmas = oks_sigmas(skeleton.get('oks_sigmas'), self.num_joints)
+    self.sigmas = coco_keypoints.sigmas_or_mean(skeleton.get('oks_sigmas'),
+                                                self.num_joints)
     self.tracker = association.Tracker(
         self.sigmas, min_similarity=min_similarity, max_age=max_age,
         min_joint_score=keypoint_threshold)
@@ -150,25 +144,16 @@ class PoseTracker:
       return pose_boxes(kp, 0.0)[0], np.ones(1, np.float32), kp.astype(
           np.float32)
     people = [q for q in result['people'] if q['score'] >= self.min_score]
-    people.sort(key=lambda q: -q['score'])
     if not people:
       return (np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
               np.zeros((0, self.num_joints, 3), np.float32))
     kp = np.stack([np.asarray(q['keypoints'], np.float32) for q in people])
     box = np.stack([np.asarray(q['box'], np.float32) for q in people])
     scores = np.array([q['score'] for q in people], np.float32)
-    keep = self._distinct(kp, box)
+    areas = np.prod(np.maximum(box[:, 2:] - box[:, :2], 1), -1)
+    keep = coco_keypoints.oks_nms(kp, scores, areas, self.sigmas,
+                                  _DUPLICATE_OKS)
     return box[keep], scores[keep], kp[keep]
-
-  def _distinct(self, kp, boxes) -> np.ndarray:
-    """Indices of poses (best first) that no better pose duplicates."""
-    same = association.similarity(kp, boxes, kp, boxes, self.sigmas,
-                                  self.keypoint_threshold)
-    keep = []
-    for i in range(len(kp)):
-      if all(same[i, j] <= _DUPLICATE_OKS for j in keep):
-        keep.append(i)
-    return np.array(keep, int)
 
   def step(self, image: np.ndarray, boxes=None) -> TrackedFrame:
     """The people of the next frame (RGB uint8), with track ids; `boxes`:
@@ -184,23 +169,9 @@ def smooth_tracks(frames: list[TrackedFrame], threshold: float,
                   model: smoothing.MotionModel = smoothing.MotionModel()
                   ) -> None:
   """Sets each frame's `smoothed` keypoints (module docstring)."""
-  ids = sorted({int(i) for f in frames for i in f.track_ids})
-  if not ids:
-    for f in frames:
-      f.smoothed = f.keypoints.copy()
-    return
-  column = {t: c for c, t in enumerate(ids)}
-  k = next(f.keypoints.shape[1] for f in frames if len(f))
-  kp = np.zeros((len(frames), len(ids), k, 3), np.float32)
-  present = np.zeros((len(frames), len(ids)), bool)
-  for t, f in enumerate(frames):
-    cols = [column[int(i)] for i in f.track_ids]
-    kp[t, cols], present[t, cols] = f.keypoints, True
-  valid = present[..., None] & (kp[..., 2] > threshold)
-  xy, _ = smoothing.rts_smooth(kp[..., :2], kp[..., 2], valid, model)
-  # A joint never confident in its track keeps its estimates: the smoother
-  # has nothing to go on.
-  xy = np.where(valid.any(0)[..., None], np.asarray(xy), kp[..., :2])
-  for t, f in enumerate(frames):
-    cols = [column[int(i)] for i in f.track_ids]
-    f.smoothed = np.concatenate([xy[t, cols], f.keypoints[..., 2:]], -1)
+  xy = smoothing.smooth_tracks(
+      [f.track_ids for f in frames], [f.keypoints[..., :2] for f in frames],
+      [f.keypoints[..., 2] for f in frames],
+      [f.keypoints[..., 2] > threshold for f in frames], model)
+  for f, smoothed in zip(frames, xy):
+    f.smoothed = np.concatenate([smoothed, f.keypoints[..., 2:]], -1)
