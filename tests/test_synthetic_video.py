@@ -185,7 +185,7 @@ def test_keypoints_move_smoothly_without_pan():
   assert max(walked) > 1.0, walked
 
 
-def test_the_camera_maps_world_to_frame(moving):
+def test_the_camera_maps_world_to_frame():
   """Pan and zoom move image, masks and joints by the same affine map.
 
   The world does not depend on the camera, so a fixed camera's frame (a
@@ -460,7 +460,8 @@ def test_bodies_keep_their_texture_from_frame_to_frame():
     dict(num_frames=0), dict(num_frames=3, drop_frames=[3]),
     dict(num_frames=3, image_hw=(8, 64)), dict(num_frames=3,
                                                num_people=(3, 2)),
-    dict(num_frames=3, height_range=(0.0, 0.5)), dict(num_frames=3, fps=0)])
+    dict(num_frames=3, height_range=(0.0, 0.5)), dict(num_frames=3, fps=0),
+    dict(num_frames=3, index=10**6)])
 def test_bad_arguments_raise(kwargs):
   with pytest.raises(ValueError):
     synthetic_video.SyntheticVideo(**kwargs)

@@ -62,6 +62,7 @@ from hpe_jax.data.synthetic import pixels
 from hpe_jax.data.synthetic import render
 from hpe_jax.data.synthetic import scene as scene_lib
 from hpe_jax.data.synthetic import shapes
+from hpe_jax.ops import affine
 
 # The world canvas exceeds the frame by this fraction on each side.
 _MARGIN = 0.2
@@ -203,7 +204,7 @@ class _Camera:
   pan: np.ndarray | None   # [2, 3]: per axis amplitude (0..1), rad/frame, phase
   zoom: np.ndarray | None  # log of the largest zoom, rad/frame, phase
 
-  def affine(self, frame: int) -> np.ndarray:
+  def matrix(self, frame: int) -> np.ndarray:
     """[2, 3] world pixel-index coordinates -> frame ones."""
     (h, w), (wh, ww) = self.frame_hw, self.world_hw
     s = 1.0
@@ -216,12 +217,7 @@ class _Camera:
       room = centre - np.array([(w - 1) / 2, (h - 1) / 2]) / s
       wave = [a * math.sin(r * frame + p) for a, r, p in self.pan]
       centre = centre + room * np.array(wave)
-    t = np.array([(w - 1) / 2, (h - 1) / 2]) - s * centre
-    return np.array([[s, 0.0, t[0]], [0.0, s, t[1]]])
-
-
-def _map_points(affine: np.ndarray, xy: np.ndarray) -> np.ndarray:
-  return xy @ affine[:, :2].T + affine[:, 2]
+    return affine.crop_affine(centre, (w / s, h / s), (w, h))
 
 
 class SyntheticVideo:
@@ -281,6 +277,9 @@ class SyntheticVideo:
       raise ValueError(f'bad height_range {height_range}')
     if not fps > 0:
       raise ValueError(f'fps must be positive, got {fps}')
+    if not 0 <= index < 10**6:
+      # PoseTrack image ids hold the video number in 6 digits.
+      raise ValueError(f'index must be in [0, 10**6), got {index}')
     dropped = {int(f) for f in drop_frames}
     outside = sorted(f for f in dropped if not 0 <= f < num_frames)
     if outside:
@@ -301,10 +300,10 @@ class SyntheticVideo:
                                             num_people[1] + 1))]
     # Track ids in the order people come into view; drawn far to near.
     order = sorted(range(len(actors)), key=lambda a: (actors[a].entry, a))
-    self._drawn = sorted(range(len(actors)), key=lambda a: actors[a].depth)
+    drawn = sorted(range(len(actors)), key=lambda a: actors[a].depth)
     track_of = {a: k for k, a in enumerate(order)}
-    self._track_ids = np.array([track_of[a] for a in self._drawn], np.int64)
-    self._actors = [actors[a] for a in self._drawn]
+    self._track_ids = np.array([track_of[a] for a in drawn], np.int64)
+    self._actors = [actors[a] for a in drawn]
     self._occluders = []
     if occluders:
       self._occluders = [
@@ -481,9 +480,8 @@ class SyntheticVideo:
     people = [body.pose_person(a.pose(frame_number, self.fps), self.world_hw)
               for a in self._actors]
     frames = np.zeros((len(self._appearance.materials), 5))
-    for p, person in enumerate(people):
-      base = render.FIRST_PERSON_ID + p * body.NUM_PRIMITIVES
-      frames[base:base + body.NUM_PRIMITIVES] = person.frames
+    frames[render.FIRST_PERSON_ID:] = np.reshape(
+        [p.frames for p in people], (-1, 5))
     polygons = []
     for k, occluder in enumerate(self._occluders):
       poly, frames[1 + k] = occluder.at(frame_number)
@@ -509,23 +507,23 @@ class SyntheticVideo:
     ws = pixels.workspace(*self.world_hw)
     world_image = pixels.paint(self._appearance, owner, frames, ws,
                                self._noise_frames(frames))
-    affine = self._camera.affine(t)
-    image = cv2.warpAffine(world_image, affine, (w, h),
+    camera = self._camera.matrix(t)
+    image = cv2.warpAffine(world_image, camera, (w, h),
                            flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE)
     image = pixels.camera_effects(
         np.random.default_rng((self.seed, self.index, 5, t)), image,
         pixels.workspace(h, w), blur=self._blur, noise=self._noise)
-    frame_owner = cv2.warpAffine(owner, affine, (w, h),
+    frame_owner = cv2.warpAffine(owner, camera, (w, h),
                                  flags=cv2.INTER_NEAREST,
                                  borderMode=cv2.BORDER_CONSTANT,
                                  borderValue=0)
+    # finish_scene reads boxes off the masks; head boxes are pixel edges,
+    # half a pixel off index coordinates.
     seen = [dataclasses.replace(
-        p, keypoints=_map_points(affine, p.keypoints),
-        # Boxes are pixel edges, half a pixel off index coordinates.
-        head_box=_map_points(affine, p.head_box.reshape(2, 2) - 0.5).ravel()
-        + 0.5, box=_map_points(affine, p.box.reshape(2, 2)).ravel())
-            for p in people]
+        p, keypoints=affine.apply(camera, p.keypoints),
+        head_box=affine.apply(camera, p.head_box.reshape(2, 2) - 0.5).ravel()
+        + 0.5) for p in people]
     scene = render.finish_scene(frame_owner, seen, len(occluders))
     listed = np.flatnonzero(scene.person_masks.any((1, 2)))
     listed = listed[np.argsort(self._track_ids[listed], kind='stable')]
@@ -535,7 +533,7 @@ class SyntheticVideo:
         keypoints=ann['keypoints'][listed], boxes=ann['boxes'][listed],
         head_boxes=ann['head_boxes'][listed],
         person_masks=scene.person_masks[listed], part_map=scene.part_map,
-        is_crowd=np.zeros(len(listed), bool), camera=affine)
+        is_crowd=ann['is_crowd'][listed], camera=camera)
 
 
 def posetrack_image_id(index: int, frame_number: int) -> int:
@@ -596,9 +594,11 @@ def export(video: SyntheticVideo, output_dir: str, *, as_video: bool = False,
       png = os.path.join(paths['parts'], stem + '.png')
       if not cv2.imwrite(png, f['part_map']):
         raise OSError(f'could not write {png}')
-      images.append(dict(id=image_id, file_name=file_name, frame_id=image_id,
-                         vid_id=vid_id, nframes=video.num_frames,
-                         is_labeled=True, height=h, width=w))
+      images.append(dict(
+          coco.coco_image_entry(dict(image_id=image_id, height=h, width=w),
+                                file_name),
+          frame_id=image_id, vid_id=vid_id, nframes=video.num_frames,
+          is_labeled=True))
       entries = coco.coco_annotation_entries(
           dict(f, image_id=image_id), len(annotations) + 1)
       for entry, track, head in zip(entries, f['track_ids'],
