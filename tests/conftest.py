@@ -2,6 +2,7 @@
 trained run and its export, and the inference server as a subprocess."""
 
 import importlib.util
+import json
 import os
 import pathlib
 import signal
@@ -107,6 +108,23 @@ def tiny_model_config(task: str, dtype: str = 'float32'):
 def tiny_config():
   """Builds a one-stack, 16-feature hourglass config on 32x32 crops."""
   return make_tiny_config
+
+
+@pytest.fixture(scope='session')
+def synthetic_images(tmp_path_factory):
+  """Two synthetic 48x64 images exported as COCO (``images/``,
+  ``annotations.json``) and their people as keypoint results
+  (``poses.json``, every person score 1)."""
+  from hpe_jax.data import synthetic  # pylint: disable=import-outside-toplevel
+  root = tmp_path_factory.mktemp('synthetic_images')
+  synthetic.export(str(root), 2, seed=5, image_size=(48, 64))
+  with open(root / 'annotations.json') as f:
+    coco = json.load(f)
+  poses = [dict(image_id=a['image_id'], category_id=1, score=1.0,
+                keypoints=a['keypoints']) for a in coco['annotations']]
+  with open(root / 'poses.json', 'w') as f:
+    json.dump(poses, f)
+  return root
 
 
 @pytest.fixture(scope='session')

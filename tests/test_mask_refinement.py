@@ -15,7 +15,6 @@ from hpe_jax import tasks
 from hpe_jax.data import coco
 from hpe_jax.data import datasets
 from hpe_jax.data import image_folder
-from hpe_jax.data import synthetic
 from hpe_jax.refinement import dense_crf
 from hpe_jax.refinement import refine_option
 from hpe_jax.runtime import run_config
@@ -174,21 +173,8 @@ def test_graph_cut_refuses_part_maps_and_data_without_keypoints():
   segmentation.check_graphcut(crf, 'part_map', _Dataset())
 
 
-@pytest.fixture(scope='module')
-def images(tmp_path_factory):
-  root = tmp_path_factory.mktemp('data')
-  synthetic.export(str(root), 2, seed=5, image_size=(48, 64))
-  with open(root / 'annotations.json') as f:
-    coco = json.load(f)
-  poses = [dict(image_id=a['image_id'], category_id=1, score=1.0,
-                keypoints=a['keypoints']) for a in coco['annotations']]
-  with open(root / 'poses.json', 'w') as f:
-    json.dump(poses, f)
-  return root
-
-
-def test_predict_paints_the_refined_masks(pose_mask_run, images, tmp_path,
-                                          monkeypatch):
+def test_predict_paints_the_refined_masks(pose_mask_run, synthetic_images,
+                                          tmp_path, monkeypatch):
   """Graph cut stood in by "the whole crop": every person then covers its
   crop, so the painted people are the refined masks, not the network's."""
   calls = []
@@ -205,8 +191,8 @@ def test_predict_paints_the_refined_masks(pose_mask_run, images, tmp_path,
                                                        str(pose_mask_run))
   skeleton = datasets.skeleton(config.dataset)
   predictor = tasks.make(config).make_predictor(config, model, mesh, skeleton)
-  folder = image_folder.ImageFolder(str(images / 'images'), skeleton)
-  poses = coco.load_keypoint_results(str(images / 'poses.json'),
+  folder = image_folder.ImageFolder(str(synthetic_images / 'images'), skeleton)
+  poses = coco.load_keypoint_results(str(synthetic_images / 'poses.json'),
                                      folder.image_ids)
   results = predictor.predict(variables, folder, poses=poses)
   people = sum(len(p[0]) for p in poses.values())
@@ -226,10 +212,12 @@ def test_predict_paints_the_refined_masks(pose_mask_run, images, tmp_path,
       assert (inside > 0).all()
 
 
-def test_predict_command_with_graph_cut(pose_mask_run, images, tmp_path):
+def test_predict_command_with_graph_cut(pose_mask_run, synthetic_images,
+                                        tmp_path):
   proc = run_command('hpe_jax.predict', f'--workdir={pose_mask_run}',
-                     f'--input={images / "images"}', f'--output={tmp_path}',
-                     f'--poses={images / "poses.json"}',
+                     f'--input={synthetic_images / "images"}',
+                     f'--output={tmp_path}',
+                     f'--poses={synthetic_images / "poses.json"}',
                      '--config.eval.refine=superpixel_graphcut')
   assert proc.returncode == 0, proc.stderr
   labels = cv2.imread(str(tmp_path / '000000000001_labels.png'),
@@ -237,7 +225,8 @@ def test_predict_command_with_graph_cut(pose_mask_run, images, tmp_path):
   assert labels.shape == (48, 64) and labels.max() >= 1
 
 
-def test_segmentation_graph_cut_predicts_from_poses(segmentation_run, images,
+def test_segmentation_graph_cut_predicts_from_poses(segmentation_run,
+                                                    synthetic_images,
                                                     monkeypatch):
   calls = []
 
@@ -253,10 +242,10 @@ def test_segmentation_graph_cut_predicts_from_poses(segmentation_run, images,
   skeleton = datasets.skeleton(config.dataset)
   predictor = tasks.make(config).make_predictor(config, model, mesh, skeleton,
                                                 keypoint_threshold=0.5)
-  folder = image_folder.ImageFolder(str(images / 'images'), skeleton)
+  folder = image_folder.ImageFolder(str(synthetic_images / 'images'), skeleton)
   with pytest.raises(Exception, match='--poses'):
     predictor.predict(variables, folder)
-  poses = coco.load_keypoint_results(str(images / 'poses.json'),
+  poses = coco.load_keypoint_results(str(synthetic_images / 'poses.json'),
                                      folder.image_ids)
   results = predictor.predict(variables, folder, poses=poses)
   assert len(calls) == len(results) == 2

@@ -49,19 +49,6 @@ def test_unet_learns_the_person_mask(tmp_path):
 
 
 @pytest.fixture(scope='module')
-def images(tmp_path_factory):
-  root = tmp_path_factory.mktemp('data')
-  synthetic.export(str(root), 2, seed=5, image_size=(48, 64))
-  with open(root / 'annotations.json') as f:
-    coco = json.load(f)
-  poses = [dict(image_id=a['image_id'], category_id=1, score=1.0,
-                keypoints=a['keypoints']) for a in coco['annotations']]
-  with open(root / 'poses.json', 'w') as f:
-    json.dump(poses, f)
-  return root
-
-
-@pytest.fixture(scope='module')
 def multitask_run(tmp_path_factory):
   workdir = tmp_path_factory.mktemp('multitask')
   config = recipe('unet_multitask', 'triple,smoke', **{
@@ -82,8 +69,8 @@ def test_multitask_run_reports_mask_and_both_joint_heads(multitask_run):
       metric_writer.read_metrics(str(workdir))[0]), line
 
 
-def test_multitask_evaluate_with_flip_and_predict(multitask_run, images,
-                                                  tmp_path):
+def test_multitask_evaluate_with_flip_and_predict(multitask_run,
+                                                  synthetic_images, tmp_path):
   workdir, _ = multitask_run
   out = run('hpe_jax.evaluate', f'--workdir={workdir}',
             '--config.eval.flip=true')
@@ -91,7 +78,7 @@ def test_multitask_evaluate_with_flip_and_predict(multitask_run, images,
   with open(workdir / 'eval' / 'step4_flip.json') as f:
     assert 'mask_iou_flip' in json.load(f)['metrics']
   run('hpe_jax.predict', f'--workdir={workdir}',
-      f'--input={images / "images"}', f'--output={tmp_path}')
+      f'--input={synthetic_images / "images"}', f'--output={tmp_path}')
   stem = '000000000001'
   drawn = cv2.imread(str(tmp_path / f'{stem}.png'))
   labels = cv2.imread(str(tmp_path / f'{stem}_labels.png'),
@@ -121,15 +108,15 @@ def test_pose_mask_run_scores_model_and_prior(pose_mask_run):
   assert 0 < metrics['prior/mask_iou'] < 1
 
 
-def test_pose_mask_evaluate_and_predict_from_poses(pose_mask_run, images,
-                                                   tmp_path):
+def test_pose_mask_evaluate_and_predict_from_poses(pose_mask_run,
+                                                   synthetic_images, tmp_path):
   workdir, metrics = pose_mask_run
   out = run('hpe_jax.evaluate', f'--workdir={workdir}')
   assert f'{metrics["mask_iou"]:.4f}' in out
   out = run('hpe_jax.predict', f'--workdir={workdir}',
-            f'--input={images / "images"}', f'--output={tmp_path}',
-            f'--poses={images / "poses.json"}')
-  with open(images / 'annotations.json') as f:
+            f'--input={synthetic_images / "images"}', f'--output={tmp_path}',
+            f'--poses={synthetic_images / "poses.json"}')
+  with open(synthetic_images / 'annotations.json') as f:
     people = len(json.load(f)['annotations'])
   assert f'{people} people' in out
   labels = cv2.imread(str(tmp_path / '000000000001_labels.png'),
@@ -137,11 +124,12 @@ def test_pose_mask_evaluate_and_predict_from_poses(pose_mask_run, images,
   assert labels.shape == (48, 64) and labels.max() >= 1
 
 
-def test_pose_mask_predict_needs_poses(pose_mask_run, images, tmp_path):
+def test_pose_mask_predict_needs_poses(pose_mask_run, synthetic_images,
+                                       tmp_path):
   workdir, _ = pose_mask_run
   proc = subprocess.run(
       [sys.executable, '-m', 'hpe_jax.predict',
-       f'--workdir={workdir}', f'--input={images / "images"}',
+       f'--workdir={workdir}', f'--input={synthetic_images / "images"}',
        f'--output={tmp_path}'], cwd=ROOT, capture_output=True, text=True,
       timeout=300)
   assert proc.returncode != 0 and '--poses' in proc.stderr

@@ -91,6 +91,11 @@ from hpe_jax.evaluation import grabcut_baseline
 # as fractions of the person's diagonal: 2.6, 3.8 and 5.1 pixels for a
 # person whose joints span 64 pixels.
 SUPERPIXEL_SIZES = (0.04, 0.06, 0.08)
+# A small person in a whole image (segmentation runs) would otherwise ask
+# for superpixels of a pixel or two: tens of thousands of nodes, seconds
+# and gigabytes per image. In a 64x64 person crop it binds only where the
+# joints span less than 36 pixels.
+MAX_SUPERPIXELS = 2000
 # SLIC's compactness: weight of position against colour.
 COMPACTNESS = 30.0
 # The background seed's distance, a multiple of GrabCut's bg_distance.
@@ -112,6 +117,7 @@ _CLIP = 0.01
 # The volume of the Lab gamut's box (L 0-100, a and b -128-127): the
 # uniform density's support.
 _LAB_VOLUME = 100.0 * 256 * 256
+_DENSITY_CHUNK = 256
 
 # Max-flow capacities are int32. Finite costs are scaled to sum at most
 # _FINITE_TOTAL, so no cut without a hard edge exceeds it, and hard seeds
@@ -237,11 +243,17 @@ def _log_density(points, centres, weights, bandwidth: float,
   """log of a mixture at `points` [N, 3]: weighted Gaussian kernels at
   `centres` [M, 3] (weight 1 - outlier_weight) and a uniform density over
   the Lab box (outlier_weight)."""
-  d2 = np.sum(np.square(points[:, None] - centres[None]), -1)
-  log_kernels = (-d2 / (2 * bandwidth ** 2) + np.log(weights / weights.sum())
+  log_weights = (np.log(weights / weights.sum())
                  - 1.5 * np.log(2 * np.pi * bandwidth ** 2))
-  top = log_kernels.max(1)
-  log_gaussians = top + np.log(np.exp(log_kernels - top[:, None]).sum(1))
+  log_gaussians = np.empty(len(points))
+  # In chunks of points: [chunk, M, 3] differences, not [N, M, 3].
+  for start in range(0, len(points), _DENSITY_CHUNK):
+    d2 = np.sum(np.square(points[start:start + _DENSITY_CHUNK, None] -
+                          centres[None]), -1)
+    log_kernels = -d2 / (2 * bandwidth ** 2) + log_weights
+    top = log_kernels.max(1)
+    log_gaussians[start:start + _DENSITY_CHUNK] = top + np.log(
+        np.exp(log_kernels - top[:, None]).sum(1))
   if not outlier_weight:
     return log_gaussians
   return np.logaddexp(np.log1p(-outlier_weight) + log_gaussians,
@@ -398,7 +410,8 @@ def segment(image, keypoints, skeleton: skeletons.Skeleton, *,
     probs: float [h, w] the network's person probability in [0, 1]; None:
       the skeleton's stand-in (`near_prior`).
     n_segments: SLIC superpixel counts of the ensemble; None: from
-      `superpixel_sizes` and the smallest person's diagonal.
+      `superpixel_sizes` and the smallest person's diagonal, at most
+      `MAX_SUPERPIXELS`.
     superpixel_sizes: superpixel sides as fractions of the diagonal.
     compactness: SLIC's.
     fg_thickness: sure-foreground limb width in pixels; None: 0.03 of each
@@ -425,8 +438,8 @@ def segment(image, keypoints, skeleton: skeletons.Skeleton, *,
     probs = np.where(near, near_prior, 1 - near_prior)
   if n_segments is None:
     diagonal = min(d for d in map(_diagonal, _people(keypoints)) if d > 0)
-    n_segments = [max(1, round(shape[0] * shape[1] / (f * diagonal) ** 2))
-                  for f in superpixel_sizes]
+    n_segments = [min(MAX_SUPERPIXELS, max(1, round(
+        shape[0] * shape[1] / (f * diagonal) ** 2))) for f in superpixel_sizes]
   lab = color.rgb2lab(image)
   votes = np.zeros(shape, np.int32)
   for count in n_segments:
