@@ -183,7 +183,8 @@ def _tracking_figures(videos, make_predictor, label: str) -> dict:
       figures[key] = {k: metrics[k] for k in ('mota', 'precision', 'recall',
                                               'id_switches')}
       figures[key]['seconds_per_frame'] = seconds / count
-      print(f'{label:12s} boxes {boxes_from:12s} {name:9s} MOTA {metrics["mota"]:.3f}  '
+      print(f'{label:12s} boxes {boxes_from:12s} {name:9s} '
+            f'MOTA {metrics["mota"]:.3f}  '
             f'precision {metrics["precision"]:.3f}  recall '
             f'{metrics["recall"]:.3f}  id switches '
             f'{metrics["id_switches"]:.0f}  '

@@ -30,6 +30,7 @@ from hpe_jax import cli
 from hpe_jax import tasks
 from hpe_jax.data import coco
 from hpe_jax.data import datasets
+from hpe_jax.refinement import refine_option
 from hpe_jax.runtime import storage
 
 
@@ -39,11 +40,10 @@ def main(argv):
   config, model, variables, step, mesh = cli.load_run()
   task = tasks.make(config)
   dataset = datasets.build(config.dataset, 'eval')
-  # Only the mask tasks have eval.refine; their refinement reads the run's
-  # searched params from the workdir.
   refine = config.eval.get('refine')
-  extra = {'workdir': flags.FLAGS.workdir} if refine else {}
-  evaluator = task.make_evaluator(config, dataset, model, mesh, **extra)
+  evaluator = task.make_evaluator(
+      config, dataset, model, mesh,
+      **refine_option.workdir_args(config, flags.FLAGS.workdir))
   stem = f'{out_dir}/step{step}{task.protocol_suffix(config)}'
   written = [f'{stem}.json']
   metrics, _ = evaluator.evaluate(variables)

@@ -72,6 +72,7 @@ from hpe_jax.data import example
 from hpe_jax.data import files
 from hpe_jax.data import image_folder
 from hpe_jax.data import video
+from hpe_jax.refinement import refine_option
 
 _INPUT = flags.DEFINE_string(
     'input', None, 'An image, a folder of them or a video file.')
@@ -109,14 +110,6 @@ def people_summary(records: list[dict], threshold: float) -> str:
           'it')
 
 
-def _refine_args(config) -> dict:
-  # Only the mask tasks have eval.refine; their refinement reads the run's
-  # searched params from the workdir.
-  if config.eval.get('refine'):
-    return {'workdir': flags.FLAGS.workdir}
-  return {}
-
-
 def predict_video(config, skeleton) -> int:
   """`main` for a video input (module docstring)."""
   for flag in (_BOXES, _POSES):
@@ -138,7 +131,8 @@ def predict_video(config, skeleton) -> int:
   task = tasks.make(config)
   predictor = task.make_predictor(
       config, model, mesh, skeleton, min_score=_MIN_BOX_SCORE.value,
-      keypoint_threshold=_THRESHOLD.value, **_refine_args(config))
+      keypoint_threshold=_THRESHOLD.value, **refine_option.workdir_args(
+          config, flags.FLAGS.workdir))
   # Whole batches, so only the last chunk runs padding rows.
   batch = config.input.eval_batch_size
   chunk = batch * math.ceil(VIDEO_CHUNK_FRAMES / batch)
@@ -195,7 +189,8 @@ def main(argv):
     task = tasks.make(config)
     predictor = task.make_predictor(
         config, model, mesh, skeleton, min_score=_MIN_BOX_SCORE.value,
-        keypoint_threshold=_THRESHOLD.value, **_refine_args(config))
+        keypoint_threshold=_THRESHOLD.value, **refine_option.workdir_args(
+          config, flags.FLAGS.workdir))
     results = predictor.predict(variables, images, boxes=boxes, poses=poses)
   else:
     results, step = [], None

@@ -134,7 +134,7 @@ def test_score_params_matches_refining_each_setting_alone():
 def test_only_person_mask_runs_are_searched():
   task = tasks.make(make_tiny_config())
   with pytest.raises(errors.ConfigError, match='person masks'):
-    refine_search.probability_function(task, None)
+    refine_search.probability_function(task, None, None, False)
 
 
 @pytest.fixture(scope='module')

@@ -82,17 +82,25 @@ class GrabCutResult:
   fell_back: bool
 
 
-def _labelled_limbs(keypoints, skeleton: skeletons.Skeleton) -> np.ndarray:
+def labelled_limbs(keypoints, skeleton: skeletons.Skeleton) -> np.ndarray:
+  """[L, 2] the limbs of a person's [K, 3] keypoints with both joints
+  labelled."""
   labelled = np.asarray(keypoints)[:, 2] > 0
   limbs = skeleton.limb_indices
   return limbs[labelled[limbs[:, 0]] & labelled[limbs[:, 1]]]
 
 
-def default_sizes(keypoints) -> tuple[float, float]:
-  """(fg_thickness, bg_distance) in pixels for a person's [K, 3] keypoints."""
+def joint_diagonal(keypoints) -> float:
+  """The diagonal of the box around a person's labelled joints (the
+  person's scale; 0 with none labelled)."""
   kp = np.asarray(keypoints, np.float64)
   xy = kp[kp[:, 2] > 0, :2]
-  diagonal = float(np.linalg.norm(xy.max(0) - xy.min(0))) if len(xy) else 0.0
+  return float(np.linalg.norm(xy.max(0) - xy.min(0))) if len(xy) else 0.0
+
+
+def default_sizes(keypoints) -> tuple[float, float]:
+  """(fg_thickness, bg_distance) in pixels for a person's [K, 3] keypoints."""
+  diagonal = joint_diagonal(keypoints)
   return (max(1.0, FG_THICKNESS_FRACTION * diagonal),
           max(2.0, BG_DISTANCE_FRACTION * diagonal))
 
@@ -118,7 +126,7 @@ def seed_labels(shape, keypoints, skeleton: skeletons.Skeleton, *,
   # cv2.distanceTransform measures the distance to the nearest zero pixel.
   off_skeleton = np.ones(shape, np.uint8)
   points = np.round(kp[:, :2] * (1 << _SHIFT)).astype(np.int64).tolist()
-  for a, b in _labelled_limbs(kp, skeleton):
+  for a, b in labelled_limbs(kp, skeleton):
     cv2.line(off_skeleton, points[a], points[b], 0, 1, cv2.LINE_8, _SHIFT)
   for j in np.flatnonzero(kp[:, 2] > 0):
     # A zero-length line is the joint's pixel, clipped like the limbs.
@@ -155,7 +163,7 @@ def grabcut(image, keypoints, skeleton: skeletons.Skeleton, *,
   Returns:
     A `GrabCutResult`; all zeros when no limb is labelled.
   """
-  if not len(_labelled_limbs(keypoints, skeleton)):
+  if not len(labelled_limbs(keypoints, skeleton)):
     empty = np.zeros(image.shape[:2], np.uint8)
     return GrabCutResult(empty, empty, fell_back=False)
   default_thickness, default_distance = default_sizes(keypoints)

@@ -43,7 +43,6 @@ import time
 from typing import Sequence
 
 from absl import flags
-import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -54,8 +53,8 @@ from hpe_jax import tasks
 from hpe_jax.data import datasets
 from hpe_jax.data import skeletons
 from hpe_jax.evaluation import batched_prediction
-from hpe_jax.ops import images as images_lib
 from hpe_jax.refinement import dense_crf
+from hpe_jax.refinement import refine_option
 from hpe_jax.runtime import storage
 from hpe_jax.tasks import pose_mask
 from hpe_jax.tasks import segmentation
@@ -87,7 +86,8 @@ class Collected:
 
   Attributes:
     probs: float32 [N, h, w, 2] (background, person) probabilities.
-    images: uint8 [N, h, w, 3] the model's input resized to the mask grid.
+    images: float32 [N, h, w, 3] the model's input on the mask grid, as
+      the CRF sees it in evaluation (`refine_option.crf_images`).
     masks: uint8 [N, h, w] ground truth, `skeletons.IGNORE_LABEL` unknown.
   """
   probs: np.ndarray
@@ -98,28 +98,15 @@ class Collected:
     return len(self.masks)
 
 
-def probability_function(task, model):
-  """(variables, batch) -> {'probs': [B, h, w, 2]} for a run's task."""
+def probability_function(task, model, skeleton, flip: bool):
+  """(variables, batch) -> {'class_probs': [B, h, w, 2]}: the predict step
+  of a run's task, as evaluation runs it (flip test included)."""
   if isinstance(task, pose_mask.PoseMaskTask):
-
-    def probs(variables, batch):
-      out = model.apply(variables,
-                        images_lib.normalize(batch['image'], model.dtype),
-                        batch['keypoints'], train=False)
-      return {'probs': dense_crf.binary_probs(out['mask'])}
-
-    return probs
+    return pose_mask.predict_function(model, probs=True)
   if (isinstance(task, segmentation.SegmentationTask) and
       task.loss_cfg.mask_target == 'mask' and model.num_classes == 2):
-
-    def probs(variables, batch):
-      out = model.apply(variables,
-                        images_lib.normalize(batch['image'], model.dtype),
-                        train=False)
-      return {'probs': jax.nn.softmax(
-          out['mask_logits'].astype(jnp.float32), -1)}
-
-    return probs
+    return segmentation.predict_function(model, skeleton, None, flip,
+                                         probs=True)
   raise errors.ConfigError(
       'refine_search refines person masks: a pose_mask run or a segmentation '
       "run with loss.mask_target='mask' (two classes), not a "
@@ -131,7 +118,8 @@ def collect(config, model, variables, mesh, dataset,
   """Runs the model over `dataset` (the evaluation split of `config`) and
   keeps the first `max_examples` (0: all) valid examples."""
   predict = batched_prediction.jit_predict(
-      probability_function(tasks.make(config), model), mesh)
+      probability_function(tasks.make(config), model, dataset.skeleton,
+                           config.eval.flip), mesh)
   batches, _ = batched_prediction.eval_batches(
       dataset, config.input, config.input.eval_batch_size, mesh)
   kept = {'probs': [], 'images': [], 'masks': []}
@@ -141,21 +129,18 @@ def collect(config, model, variables, mesh, dataset,
     rows = np.flatnonzero(host['valid'])
     if max_examples:
       rows = rows[:max_examples - count]
-    h, w = host['mask'].shape[1:]
-    for i in rows:
-      image = host['image'][i]
-      if image.shape[:2] != (h, w):
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-      kept['images'].append(image)
-      kept['probs'].append(host['probs'][i].astype(np.float32))
-      kept['masks'].append(host['mask'][i])
+    kept['images'].append(np.asarray(refine_option.crf_images(
+        host['image'][rows], host['mask'].shape[1:])))
+    kept['probs'].append(host['class_probs'][rows].astype(np.float32))
+    kept['masks'].append(host['mask'][rows])
     count += len(rows)
     if max_examples and count >= max_examples:
       break
   if not count:
     raise errors.DataError(f'{dataset.name}: no evaluation example to '
                            'search on')
-  return Collected(*(np.stack(kept[k]) for k in ('probs', 'images', 'masks')))
+  return Collected(*(np.concatenate(kept[k])
+                     for k in ('probs', 'images', 'masks')))
 
 
 def mask_counts(labels, masks):

@@ -225,21 +225,31 @@ def params_to_dict(params: CrfParams) -> dict[str, float]:
   return {f: float(v) for f, v in zip(CrfParams._fields, params)}
 
 
-def load_params(workdir) -> CrfParams:
-  """The params `refine_search` saved in `workdir` (``refine_search.json``,
-  key 'crf'), else `DEFAULT`.
+def read_search(workdir) -> dict | None:
+  """`refine_search`'s result in `workdir` (``refine_search.json``), None
+  where there is none.
 
   Raises:
     errors.ConfigError: the file exists but has no complete 'crf' entry.
   """
   path = storage.join(workdir, SEARCH_FILE)
   if not path.exists():
-    return DEFAULT
+    return None
   try:
-    saved = json.loads(path.read_text())['crf']
-    return CrfParams(**{f: float(saved[f]) for f in CrfParams._fields})
+    saved = json.loads(path.read_text())
+    CrfParams(**{f: float(saved['crf'][f]) for f in CrfParams._fields})
   except (ValueError, KeyError, TypeError) as e:
     raise errors.ConfigError(
         f'{path}: not a refine_search result with CRF params ({e!r}); '
         'run python -m hpe_jax.evaluation.refine_search again or delete '
         'it') from e
+  return saved
+
+
+def load_params(workdir) -> CrfParams:
+  """The params `refine_search` saved in `workdir` (`read_search`), else
+  `DEFAULT`."""
+  saved = read_search(workdir)
+  if saved is None:
+    return DEFAULT
+  return CrfParams(**{f: float(saved['crf'][f]) for f in CrfParams._fields})

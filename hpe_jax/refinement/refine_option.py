@@ -21,13 +21,12 @@ refinement, evaluators report the refined masks' metrics under their usual
 names (``mask_iou``, ...), the network's own as ``unrefined/<name>``, and
 ``refine_seconds_per_image``: the refinement's wall time over the
 evaluated images (crops for pose_mask), the CRF's compilation left out
-(padding rows of the last batch are refined too and count in the time).
+(it refines the last batch's padding rows too, and that time counts).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import time
 
 import cv2
@@ -39,7 +38,6 @@ from hpe_jax import errors
 from hpe_jax.refinement import dense_crf
 from hpe_jax.refinement import superpixel_graphcut
 from hpe_jax.runtime import sharding
-from hpe_jax.runtime import storage
 from hpe_jax.tasks import base
 
 CHOICES = ('', 'crf', 'superpixel_graphcut')
@@ -47,6 +45,20 @@ CHOICES = ('', 'crf', 'superpixel_graphcut')
 # its jitted step.
 CRF_WINDOW = 11
 CRF_ITERATIONS = 5
+
+
+def eval_config():
+  """The mask tasks' ``config.eval``: the shared defaults and ``refine``."""
+  config = base.default_eval_config()
+  config.refine = ''  # '', 'crf' or 'superpixel_graphcut'
+  return config
+
+
+def workdir_args(config, workdir) -> dict:
+  """Keyword arguments of `make_evaluator` / `make_predictor` for a run
+  loaded from `workdir`: the workdir (where the searched CRF params are)
+  when ``eval.refine`` is set; nothing for the tasks without it."""
+  return {'workdir': workdir} if config.eval.get('refine') else {}
 
 
 def choice(eval_cfg) -> str:
@@ -74,23 +86,28 @@ def resize_image(image: np.ndarray, shape) -> np.ndarray:
 def crf_settings(workdir) -> tuple[int, int]:
   """(window, iterations) the run's CRF params were searched at, else
   the defaults."""
-  path = storage.join(workdir, dense_crf.SEARCH_FILE) if workdir else None
-  if path is None or not path.exists():
+  saved = dense_crf.read_search(workdir) if workdir else None
+  if saved is None:
     return CRF_WINDOW, CRF_ITERATIONS
-  saved = json.loads(path.read_text())
   return (int(saved.get('window', CRF_WINDOW)),
           int(saved.get('iterations', CRF_ITERATIONS)))
 
 
+def crf_images(images, shape):
+  """float32 [B, h, w, 3]: the model's input images [B, H, W, 3] as the
+  CRF sees them, on the (h, w) grid of the masks (linear resizing)."""
+  images = jnp.asarray(images, jnp.float32)
+  if images.shape[1:3] != tuple(shape):
+    images = jax.image.resize(images, (images.shape[0], *shape,
+                                       images.shape[-1]), 'linear')
+  return images
+
+
 def _crf_labels(probs, images, params, *, window: int, iterations: int):
   """uint8 [B, h, w] CRF labels of probs [B, h, w, C] with images
-  [B, H, W, 3], resized to the probabilities' grid."""
-  images = jnp.asarray(images, jnp.float32)
-  if images.shape[1:3] != probs.shape[1:3]:
-    images = jax.image.resize(images, (*probs.shape[:3], images.shape[-1]),
-                              'linear')
-  return dense_crf.refine(probs, images, params, window=window,
-                          iterations=iterations)
+  [B, H, W, 3]."""
+  return dense_crf.refine(probs, crf_images(images, probs.shape[1:3]),
+                          params, window=window, iterations=iterations)
 
 
 class Refiner:
@@ -139,13 +156,13 @@ class Refiner:
       out['crf_iterations'] = self.crf_iterations
     return out
 
-  def crf(self, probs, images, count: int):
-    """The CRF's labels (a device array) of a global batch.
+  def crf(self, probs, images):
+    """The CRF's labels (a device array) of a global batch (timed; `refined`
+    counts its images).
 
     Args:
       probs: float [B, h, w, C] class probabilities on the device.
       images: uint8 [B, H, W, 3] the model's input images.
-      count: the batch's real (valid) images, for the time per image.
     """
     key = (probs.shape, probs.dtype, images.shape, images.dtype)
     if key not in self._compiled:
@@ -157,7 +174,6 @@ class Refiner:
     labels = jax.block_until_ready(
         self._compiled[key](probs, images, self.crf_params))
     self.seconds += time.perf_counter() - start
-    self.images += count
     return labels
 
   def graphcut(self, images, keypoints, person_probs, valid, *,
@@ -183,17 +199,27 @@ class Refiner:
     self.images += len(rows)
     return out
 
+  @property
+  def host_keys(self) -> tuple[str, ...]:
+    """Batch keys `refined` reads on the host, besides `wrap`'s outputs:
+    graph cut's image and keypoints (the CRF runs on the device)."""
+    return ('image', 'keypoints') if self.method == 'superpixel_graphcut' \
+        else ()
+
   def wrap(self, predict_fn):
     """`predict_fn` (jitted, (variables, global batch) -> dict with
-    ``class_probs`` [B, h, w, C]) followed, for the CRF, by the CRF's
-    ``refined_labels``; for `batched_prediction.host_predictions`."""
+    ``class_probs`` [B, h, w, C]) followed by the CRF's ``refined_labels``,
+    or for graph cut with only the ``person_probs`` [B, h, w] it reads; for
+    `batched_prediction.host_predictions`, which copies every output to the
+    host."""
 
     def predict(variables, batch):
       out = predict_fn(variables, batch)
+      probs = out.pop('class_probs')
       if self.method == 'crf':
-        count = int(sharding.to_host(batch['valid']).sum())
-        out['refined_labels'] = self.crf(out['class_probs'], batch['image'],
-                                         count)
+        out['refined_labels'] = self.crf(probs, batch['image'])
+      else:
+        out['person_probs'] = probs[..., 1]
       return out
 
     return predict
@@ -201,11 +227,12 @@ class Refiner:
   def refined(self, host: dict, keypoints=None) -> np.ndarray:
     """The refined masks of a host batch of `wrap`'s outputs: the CRF's,
     or graph cut's from the batch's ``image`` and `keypoints` (on the mask
-    grid)."""
+    grid); counts the batch's valid images for the time per image."""
     if self.method == 'crf':
+      self.images += int(host['valid'].sum())
       return host['refined_labels']
-    return self.graphcut(host['image'], keypoints,
-                         host['class_probs'][..., 1], host['valid'])
+    return self.graphcut(host['image'], keypoints, host['person_probs'],
+                         host['valid'])
 
   def metrics(self, refined: dict, unrefined: dict) -> dict:
     """`refined` metrics under their names, `unrefined` ones prefixed

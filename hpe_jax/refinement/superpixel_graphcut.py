@@ -330,20 +330,11 @@ def _people(keypoints) -> np.ndarray:
   return kp[None] if kp.ndim == 2 else kp
 
 
-def _diagonal(kp) -> float:
-  xy = kp[kp[:, 2] > 0, :2]
-  return float(np.linalg.norm(xy.max(0) - xy.min(0))) if len(xy) else 0.0
-
-
 def has_limbs(keypoints, skeleton: skeletons.Skeleton) -> bool:
   """Whether any person of `keypoints` ([K, 3] or [P, K, 3]) has a limb
   with both joints labelled (what the seeds need)."""
-  limbs = skeleton.limb_indices
-  for kp in _people(keypoints):
-    labelled = kp[:, 2] > 0
-    if (labelled[limbs[:, 0]] & labelled[limbs[:, 1]]).any():
-      return True
-  return False
+  return any(len(grabcut_baseline.labelled_limbs(kp, skeleton))
+             for kp in _people(keypoints))
 
 
 def seeds(shape, keypoints, skeleton: skeletons.Skeleton, *,
@@ -437,7 +428,8 @@ def segment(image, keypoints, skeleton: skeletons.Skeleton, *,
   if probs is None:
     probs = np.where(near, near_prior, 1 - near_prior)
   if n_segments is None:
-    diagonal = min(d for d in map(_diagonal, _people(keypoints)) if d > 0)
+    diagonal = min(d for d in map(grabcut_baseline.joint_diagonal,
+                                  _people(keypoints)) if d > 0)
     n_segments = [min(MAX_SUPERPIXELS, max(1, round(
         shape[0] * shape[1] / (f * diagonal) ** 2))) for f in superpixel_sizes]
   lab = color.rgb2lab(image)

@@ -157,8 +157,10 @@ class Task:
     raise NotImplementedError
 
   def protocol_suffix(self, config) -> str:
-    """Names the evaluation protocol in result file names."""
-    return flip_suffix(config.eval.flip)
+    """Names the evaluation protocol in result file names: the flip test
+    and a mask refinement (``eval.refine``, where the task has it)."""
+    refine = config.eval.get('refine')
+    return flip_suffix(config.eval.flip) + (f'_{refine}' if refine else '')
 
   def make_predictor(self, config, model, mesh, skeleton, *,
                      min_score: float = 0.3,

@@ -70,11 +70,7 @@ class PoseMaskTask(base.Task):
   def default_loss_config() -> ml_collections.ConfigDict:
     return ml_collections.ConfigDict(dict(name='mse'))  # or 'bce'
 
-  @staticmethod
-  def default_eval_config() -> ml_collections.ConfigDict:
-    config = base.default_eval_config()
-    config.refine = ''  # '', 'crf' or 'superpixel_graphcut'
-    return config
+  default_eval_config = staticmethod(refine_option.eval_config)
 
   def model_inputs(self, batch, dtype) -> dict:
     return {'images': images_lib.normalize(batch['image'], dtype),
@@ -110,10 +106,6 @@ class PoseMaskTask(base.Task):
         dataset, config.input, config.eval, model=model, mesh=mesh,
         batch_size=config.input.eval_batch_size,
         detections=base.load_detections(config, dataset), workdir=workdir)
-
-  def protocol_suffix(self, config) -> str:
-    refine = config.eval.get('refine')
-    return super().protocol_suffix(config) + (f'_{refine}' if refine else '')
 
   def make_predictor(self, config, model, mesh, skeleton, *,
                      min_score=0.3, keypoint_threshold=0.2, workdir=None):
@@ -190,9 +182,8 @@ class PoseMaskEvaluator:
     self.mesh = mesh
     self.batches, self.count = batched_prediction.eval_batches(
         dataset, input_cfg, batch_size, mesh)
-    self.predict_fn = make_predict_fn(model, mesh)
-    self.refined_predict = (
-        None if self.refiner is None else
+    self.predict_fn = (
+        make_predict_fn(model, mesh) if self.refiner is None else
         self.refiner.wrap(make_predict_fn(model, mesh, probs=True)))
     self.primary_metric = 'mask_iou'
     self.results = None
@@ -205,13 +196,11 @@ class PoseMaskEvaluator:
     previews = []
     tally = batched_prediction.ExampleTally()
     keys = ('mask', 'keypoints')
-    predict = self.predict_fn
     if self.refiner is not None:
       self.refiner.reset()
-      predict = self.refined_predict
-      keys += ('image',)
+      keys += self.refiner.host_keys
     for host, global_batch in batched_prediction.host_predictions(
-        self.batches, predict, variables, self.mesh, keys, tally):
+        self.batches, self.predict_fn, variables, self.mesh, keys, tally):
       model.add(host['labels'], host['mask'], host['valid'])
       prior.add(host['prior_labels'], host['mask'], host['valid'])
       if self.refiner is not None:
@@ -290,11 +279,11 @@ class PoseMaskPredictor:
         self.mesh)
     keys = ('image_id', 'person_index', 'affine', 'valid', 'gt_keypoints')
     if self.refiner is not None:
-      keys += ('image', 'keypoints')
+      keys += self.refiner.host_keys
     for host, _ in batched_prediction.host_predictions(
         batches, self.predict_fn, variables, self.mesh, keys):
       if self.refiner is not None:
-        host['labels'] = self.refiner.refined(host, host['keypoints'])
+        host['labels'] = self.refiner.refined(host, host.get('keypoints'))
       for i in np.flatnonzero(host['valid']):
         found.setdefault(int(host['image_id'][i]), []).append(
             (int(host['person_index'][i]), host['labels'][i],

@@ -98,11 +98,7 @@ class SegmentationTask(base.Task):
         joint_softmax_target='hard',  # or 'gaussian' (soft targets)
     ))
 
-  @staticmethod
-  def default_eval_config() -> ml_collections.ConfigDict:
-    config = base.default_eval_config()
-    config.refine = ''  # '', 'crf' or 'superpixel_graphcut'
-    return config
+  default_eval_config = staticmethod(refine_option.eval_config)
 
   def loss(self, outputs, batch):
     cfg = self.loss_cfg
@@ -157,9 +153,6 @@ class SegmentationTask(base.Task):
         mesh=mesh, batch_size=config.input.eval_batch_size,
         target=self.loss_cfg.mask_target, workdir=workdir)
 
-  def protocol_suffix(self, config) -> str:
-    return super().protocol_suffix(config) + _refine_suffix(config)
-
   def part_schema(self, config):
     return (datasets.part_schema(config.dataset)
             if self.loss_cfg.mask_target == 'part_map' else None)
@@ -204,11 +197,6 @@ class SegmentationTask(base.Task):
 
 
 TASK = SegmentationTask
-
-
-def _refine_suffix(config) -> str:
-  refine = config.eval.get('refine')
-  return f'_{refine}' if refine else ''
 
 
 def check_graphcut(refiner, target: str, dataset=None) -> None:
@@ -338,10 +326,9 @@ class SegmentationEvaluator:
     self.batches, self.count = batched_prediction.eval_batches(
         dataset, input_cfg, batch_size, mesh)
     schema = dataset.part_schema if target == 'part_map' else None
-    self.predict_fn = make_predict_fn(model, dataset.skeleton, schema,
-                                      eval_cfg.flip, mesh)
-    self.refined_predict = (
-        None if self.refiner is None else self.refiner.wrap(make_predict_fn(
+    self.predict_fn = (
+        make_predict_fn(model, dataset.skeleton, schema, eval_cfg.flip, mesh)
+        if self.refiner is None else self.refiner.wrap(make_predict_fn(
             model, dataset.skeleton, schema, eval_cfg.flip, mesh,
             probs=True)))
     suffix = '_flip' if eval_cfg.flip else ''
@@ -361,16 +348,15 @@ class SegmentationEvaluator:
     joints = {h: [] for h in self.heads}
     gt, previews = [], []
     tally = batched_prediction.ExampleTally()
-    predict = self.predict_fn
     if self.refiner is not None:
       self.refiner.reset()
-      predict = self.refined_predict
-      keys += ['image', 'keypoints']
+      keys += self.refiner.host_keys
     for host, global_batch in batched_prediction.host_predictions(
-        self.batches, predict, variables, self.mesh, keys, tally):
+        self.batches, self.predict_fn, variables, self.mesh, keys, tally):
       metrics.add(host['labels'], host[self.target], host['valid'])
       if self.refiner is not None:
-        host['labels'] = self.refiner.refined(host, _people_keypoints(host))
+        host['labels'] = self.refiner.refined(
+            host, _people_keypoints(host) if 'keypoints' in host else None)
         refined.add(host['labels'], host[self.target], host['valid'])
       one_person = host['valid'] & (host['person_valid'].sum(-1) == 1)
       gt.append(host['gt_keypoints'][one_person, 0])
@@ -439,14 +425,14 @@ class SegmentationPredictor:
     """The skeleton of `poses`' people, by their joint count."""
     known = [s for s in (self.skeleton, *skeletons.SKELETONS.values())
              if s is not None]
-    for kp, _ in poses.values():
-      for candidate in known:
-        if candidate.num_joints == kp.shape[1]:
-          return candidate
-      raise example_lib.DatasetError(
-          f'poses: people with {kp.shape[1]} joints match no known '
-          f'skeleton ({", ".join(s.name for s in known)})')
-    return known[0] if known else skeletons.COCO17
+    # A results file has one joint count (`coco.load_keypoint_results`).
+    k = next((kp.shape[1] for kp, _ in poses.values()), known[0].num_joints)
+    for candidate in known:
+      if candidate.num_joints == k:
+        return candidate
+    raise example_lib.DatasetError(
+        f'poses: people with {k} joints match no known skeleton '
+        f'({", ".join(s.name for s in known)})')
 
   def _grid_keypoints(self, poses, image_id, affine, num_joints):
     """[N, K, 3] the people of `poses` in one image on the mask grid,
@@ -478,7 +464,7 @@ class SegmentationPredictor:
                                   poses_skeleton.num_joints)
         labels = self.refiner.graphcut(
             host['image'][i:i + 1], kp[None],
-            host['class_probs'][i:i + 1, ..., 1], [True],
+            host['person_probs'][i:i + 1], [True],
             skeleton=poses_skeleton)[0]
       labels = warp.labels_to_image(labels, host['affine'][i],
                                     (ann['height'], ann['width']))
